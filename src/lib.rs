@@ -1,0 +1,6 @@
+//! ivrd — a SIP/RTP IVR daemon for 12345 government service hotlines.
+//!
+//! Protocol and decision logic is sans-IO (events in, actions out, `now` passed in); the `runtime`
+//! module holds the thin tokio drivers around it.
+
+pub mod media;

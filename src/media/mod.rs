@@ -1,0 +1,4 @@
+//! Media: everything between the RTP socket and the dialplan engine, as pure state machines.
+//! The tokio drivers in `runtime` own the sockets, clocks and files.
+
+pub mod digit;
