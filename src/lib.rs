@@ -4,3 +4,4 @@
 //! module holds the thin tokio drivers around it.
 
 pub mod media;
+pub mod sip;

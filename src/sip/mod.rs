@@ -1,0 +1,7 @@
+//! SIP signalling, sans-IO: message framing, header interpretation, SDP offer/answer,
+//! transactions (RFC 3261 §17), dialogs (§12) and the UAS core that ties them together.
+
+pub mod header;
+pub mod message;
+pub mod response;
+pub mod uri;
