@@ -4,4 +4,5 @@
 pub mod header;
 pub mod message;
 pub mod response;
+pub mod transaction;
 pub mod uri;
