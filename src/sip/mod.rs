@@ -4,5 +4,6 @@
 pub mod header;
 pub mod message;
 pub mod response;
+pub mod sdp;
 pub mod transaction;
 pub mod uri;
