@@ -125,6 +125,16 @@ pub struct OfferAnswer {
     mlines: Vec<MLine>,
 }
 
+impl OfferAnswer {
+    /// The state after the peer answered our offer: one audio m-line.
+    pub fn from_answer(audio: NegotiatedAudio) -> OfferAnswer {
+        OfferAnswer {
+            audio,
+            mlines: vec![MLine::Audio],
+        }
+    }
+}
+
 /// Our side of the session: address, port and the o= line's id/version (RFC 4566 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalMedia {

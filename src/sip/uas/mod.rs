@@ -1,0 +1,307 @@
+//! The UAS core (RFC 3261 §8.2, §12–§17) as one sans-IO state machine.
+//!
+//! The transport driver hands it every datagram or stream frame ([`Inbound`]) with `now`; the call
+//! drivers hand it commands (hang up, drain). It answers with [`Output`]s: bytes to transmit, and
+//! call events (started, media changed, INFO body, ended). After every input the driver calls
+//! [`Endpoint::poll_output`] until `None`, then sleeps until [`Endpoint::poll_timeout`].
+
+mod calls;
+mod config;
+mod dispatch;
+mod invite;
+
+pub use calls::{CallHandle, CallInfo, EndReason};
+pub use config::{EndpointConfig, RtpPortSource};
+
+use crate::sip::header::Transport;
+use crate::sip::sdp::{Direction, NegotiatedAudio};
+use crate::sip::transaction::{InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn};
+use bytes::Bytes;
+use calls::Call;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Identifies a stream connection in the transport driver, so responses go back on it.
+pub type ConnId = u64;
+
+/// One message as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub transport: Transport,
+    /// The peer's address (the datagram's source, or the connection's peer).
+    pub source: SocketAddr,
+    /// Our address the message arrived on, as the peer can reach it (used in Contact and SDP).
+    pub local: SocketAddr,
+    /// The stream connection, for TCP.
+    pub conn: Option<ConnId>,
+    pub data: &'a [u8],
+}
+
+/// Where to send bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// Reuse this connection when it is still open (TCP).
+    pub conn: Option<ConnId>,
+}
+
+/// What the endpoint asks of its drivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `bytes` to `to`.
+    Transmit { to: Destination, bytes: Bytes },
+    /// A call was answered (200 sent); start its media on `info.rtp_port`.
+    CallStarted { call: CallHandle, info: CallInfo },
+    /// The peer changed the media (re-INVITE, UPDATE, or the ACK of a late offer).
+    MediaChanged {
+        call: CallHandle,
+        audio: NegotiatedAudio,
+        our_direction: Direction,
+    },
+    /// A SIP INFO arrived in the call's dialog (DTMF relay bodies are parsed by the media layer).
+    Info {
+        call: CallHandle,
+        content_type: String,
+        body: Bytes,
+    },
+    /// The call is over; release its media. `rtp_port` goes back to the pool already.
+    CallEnded { call: CallHandle, reason: EndReason },
+}
+
+/// Counters the metrics layer exports; each says what was decided, never who sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipCounters {
+    /// Messages that could not be parsed (answered 400 or dropped).
+    pub parse_errors: u64,
+    /// Malformed messages dropped because no response could be formed.
+    pub dropped: u64,
+    pub acl_rejected: u64,
+    pub overload_rejected: u64,
+    pub codec_rejected: u64,
+    pub retransmissions_sent: u64,
+    pub transaction_timeouts: u64,
+    pub calls_offered: u64,
+    pub calls_answered: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    InviteTxn(String),
+    NonInviteTxn(String),
+    ClientTxn(String),
+    Answer(CallHandle),
+}
+
+/// An INVITE server transaction and what the UAS core needs to finish it.
+struct InviteTxnEntry {
+    txn: InviteServerTxn,
+    call: Option<CallHandle>,
+    reply_to: Destination,
+}
+
+struct ClientTxnEntry {
+    txn: NonInviteClientTxn,
+    to: Destination,
+}
+
+/// The sans-IO SIP user-agent server.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    invite_txns: HashMap<String, InviteTxnEntry>,
+    non_invite_txns: HashMap<String, (NonInviteServerTxn, Destination)>,
+    client_txns: HashMap<String, ClientTxnEntry>,
+    calls: HashMap<CallHandle, Call>,
+    dialogs: HashMap<(String, String, String), CallHandle>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    outputs: VecDeque<Output>,
+    next_handle: u64,
+    draining: bool,
+    counters: SipCounters,
+}
+
+impl Endpoint {
+    /// An endpoint with no calls.
+    pub fn new(cfg: EndpointConfig) -> Self {
+        Endpoint {
+            cfg,
+            invite_txns: HashMap::new(),
+            non_invite_txns: HashMap::new(),
+            client_txns: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            next_handle: 1,
+            draining: false,
+            counters: SipCounters::default(),
+        }
+    }
+
+    /// The next thing to do, if any. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the driver must call [`Endpoint::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Decision counters so far.
+    pub fn counters(&self) -> &SipCounters {
+        &self.counters
+    }
+
+    /// Calls that exist now (ringing or answered).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Number of live transactions (for leak checks and metrics).
+    pub fn transaction_count(&self) -> usize {
+        self.invite_txns.len() + self.non_invite_txns.len() + self.client_txns.len()
+    }
+
+    /// Whether new calls are refused because a drain began.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Stops accepting calls: new INVITEs get `503` with Retry-After from now on.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Ends every call with BYE (answered) or a final response (ringing): the end of a drain.
+    pub fn hang_up_all(&mut self, now: Instant, ports: &mut dyn RtpPortSource) {
+        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+        for call in handles {
+            self.hang_up(now, call, EndReason::Shutdown, ports);
+        }
+    }
+
+    fn arm(&mut self, key: TimerKey, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, key)));
+        }
+    }
+
+    fn transmit(&mut self, to: Destination, bytes: Bytes) {
+        self.outputs.push_back(Output::Transmit { to, bytes });
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, ports: &mut dyn RtpPortSource) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.timers.pop() else {
+                break;
+            };
+            match key {
+                TimerKey::InviteTxn(k) => self.run_invite_txn_timers(now, &k, ports),
+                TimerKey::NonInviteTxn(k) => self.run_non_invite_txn_timers(now, &k),
+                TimerKey::ClientTxn(k) => self.run_client_txn_timers(now, &k),
+                TimerKey::Answer(call) => self.answer_due(now, call, ports),
+            }
+        }
+    }
+
+    fn run_non_invite_txn_timers(&mut self, now: Instant, key: &str) {
+        let Some((txn, _)) = self.non_invite_txns.get_mut(key) else {
+            return;
+        };
+        if txn.handle_timeout(now) {
+            self.non_invite_txns.remove(key);
+        } else {
+            let next = txn.poll_timeout();
+            self.arm(TimerKey::NonInviteTxn(key.to_string()), next);
+        }
+    }
+
+    fn run_client_txn_timers(&mut self, now: Instant, key: &str) {
+        use crate::sip::transaction::NonInviteClientEvent as Ev;
+        let Some(entry) = self.client_txns.get_mut(key) else {
+            return;
+        };
+        let mut done = false;
+        let mut resend = Vec::new();
+        while let Some(ev) = entry.txn.handle_timeout(now) {
+            match ev {
+                Ev::Retransmit(bytes) => resend.push(bytes),
+                Ev::Timeout => {
+                    self.counters.transaction_timeouts += 1;
+                    tracing::debug!(branch = key, "request timed out (Timer F)");
+                    done = true;
+                }
+                Ev::Terminated => done = true,
+            }
+        }
+        let to = entry.to.clone();
+        let next = entry.txn.poll_timeout();
+        for bytes in resend {
+            self.counters.retransmissions_sent += 1;
+            self.transmit(to.clone(), bytes);
+        }
+        if done {
+            self.client_txns.remove(key);
+        } else {
+            self.arm(TimerKey::ClientTxn(key.to_string()), next);
+        }
+    }
+
+    fn run_invite_txn_timers(&mut self, now: Instant, key: &str, ports: &mut dyn RtpPortSource) {
+        use crate::sip::transaction::InviteServerEvent as Ev;
+        let Some(entry) = self.invite_txns.get_mut(key) else {
+            return;
+        };
+        let (mut events, to, call) = (Vec::new(), entry.reply_to.clone(), entry.call);
+        while let Some(ev) = entry.txn.handle_timeout(now) {
+            events.push(ev);
+        }
+        let next = entry.txn.poll_timeout();
+        let mut terminated = false;
+        for ev in events {
+            match ev {
+                Ev::Retransmit(bytes) => {
+                    self.counters.retransmissions_sent += 1;
+                    self.transmit(to.clone(), bytes);
+                }
+                Ev::AckTimeout => {
+                    self.counters.transaction_timeouts += 1;
+                    terminated = true;
+                }
+                Ev::NoAckFor2xx => {
+                    self.counters.transaction_timeouts += 1;
+                    terminated = true;
+                    if let Some(call) = call {
+                        tracing::info!(
+                            "no ACK for our 200 within 64*T1; sending BYE (RFC 3261 §13.3.1.4)"
+                        );
+                        self.hang_up(now, call, EndReason::NoAck, ports);
+                    }
+                }
+                Ev::Terminated => terminated = true,
+            }
+        }
+        if terminated {
+            self.invite_txns.remove(key);
+        } else {
+            self.arm(TimerKey::InviteTxn(key.to_string()), next);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Endpoint {
+    fn max_calls_for_test(&mut self, n: usize) {
+        self.cfg.max_calls = n;
+    }
+}
+
+#[cfg(test)]
+mod tests;

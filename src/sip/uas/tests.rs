@@ -1,0 +1,467 @@
+//! Scenario tests of the UAS core on a fake clock: raw SIP in, outputs checked.
+
+use super::*;
+use crate::sip::message::Method;
+use crate::sip::message::{Message, Response, parse};
+use std::time::Duration;
+
+struct Pool {
+    free: Vec<u16>,
+    released: Vec<u16>,
+}
+
+impl RtpPortSource for Pool {
+    fn reserve(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+    fn release(&mut self, port: u16) {
+        self.released.push(port);
+    }
+}
+
+struct Harness {
+    ep: Endpoint,
+    pool: Pool,
+    now: Instant,
+}
+
+const PEER: &str = "127.0.0.1:5061";
+const LOCAL: &str = "127.0.0.1:5060";
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+impl Harness {
+    fn new(cfg: EndpointConfig) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            ep: Endpoint::new(cfg),
+            pool: Pool {
+                free: vec![20002, 20000],
+                released: vec![],
+            },
+            now: t0,
+        }
+    }
+
+    fn send_from(&mut self, source: &str, text: &str) -> Vec<Output> {
+        let inbound = Inbound {
+            transport: Transport::Udp,
+            source: source.parse().expect("addr"),
+            local: LOCAL.parse().expect("addr"),
+            conn: None,
+            data: text.as_bytes(),
+        };
+        self.ep.handle_inbound(self.now, inbound, &mut self.pool);
+        self.drain()
+    }
+
+    fn send(&mut self, text: &str) -> Vec<Output> {
+        self.send_from(PEER, text)
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<Output> {
+        let target = self.now + by;
+        let mut out = Vec::new();
+        while let Some(at) = self.ep.poll_timeout().filter(|at| *at <= target) {
+            self.now = at.max(self.now);
+            self.ep.handle_timeout(self.now, &mut self.pool);
+            out.extend(self.drain());
+        }
+        self.now = target;
+        out
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.ep.poll_output()).collect()
+    }
+}
+
+fn responses(out: &[Output]) -> Vec<Response> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit { bytes, .. } => match parse(bytes) {
+                Ok(Message::Response(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn codes(out: &[Output]) -> Vec<u16> {
+    responses(out).iter().map(|r| r.code).collect()
+}
+
+fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit { bytes, .. } => match parse(bytes) {
+                Ok(Message::Request(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn invite(branch: &str, call_id: &str, body: &str) -> String {
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "INVITE sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
+         From: <sip:+8613800000000@127.0.0.1>;tag=caller\r\nTo: <sip:12345@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:5061>\r\nMax-Forwards: 70\r\n\
+         {ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn in_dialog(
+    method: &str,
+    branch: &str,
+    call_id: &str,
+    to_tag: &str,
+    cseq: u32,
+    body: &str,
+) -> String {
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:ivrd@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
+         From: <sip:+8613800000000@127.0.0.1>;tag=caller\r\nTo: <sip:12345@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn to_tag(resp: &Response) -> String {
+    let to = resp.headers.get("To").expect("To");
+    crate::sip::header::NameAddr::parse(to, "To")
+        .expect("to")
+        .tag()
+        .expect("tag")
+        .to_string()
+}
+
+fn started(out: &[Output]) -> Option<CallInfo> {
+    out.iter().find_map(|o| match o {
+        Output::CallStarted { info, .. } => Some(info.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn basic_call_answer_ack_bye() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "c1", OFFER));
+    assert_eq!(codes(&out), [100, 200]);
+    let ok = &responses(&out)[1];
+    let body = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(body.contains("m=audio 20000 RTP/AVP 0 101"), "{body}");
+    assert!(
+        ok.headers
+            .get("Contact")
+            .is_some_and(|c| c.contains("sip:ivrd@127.0.0.1:5060"))
+    );
+    let info = started(&out).expect("call started");
+    assert_eq!(
+        (info.rtp_port, info.called.as_str()),
+        (20000, "sip:12345@127.0.0.1")
+    );
+    // The 200 is retransmitted at T1 until the ACK arrives (§13.3.1.4).
+    assert_eq!(codes(&h.advance(Duration::from_millis(500))), [200]);
+    let tag = to_tag(ok);
+    assert!(
+        h.send(&in_dialog("ACK", "z9hG4bK2", "c1", &tag, 1, ""))
+            .is_empty()
+    );
+    assert!(
+        codes(&h.advance(Duration::from_secs(10))).is_empty(),
+        "no retransmission after ACK"
+    );
+    let out = h.send(&in_dialog("BYE", "z9hG4bK3", "c1", &tag, 2, ""));
+    assert_eq!(codes(&out), [200]);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::CallEnded {
+            reason: EndReason::RemoteBye,
+            ..
+        }
+    )));
+    assert_eq!(h.pool.released, [20000]);
+    assert_eq!(h.ep.active_calls(), 0);
+    // Retransmitted BYE: same 200 again, no second end.
+    let again = h.send(&in_dialog("BYE", "z9hG4bK3", "c1", &tag, 2, ""));
+    assert_eq!(codes(&again), [200]);
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.ep.transaction_count(), 0, "every transaction ends");
+}
+
+#[test]
+fn invite_retransmission_is_absorbed_after_answer() {
+    let mut cfg = EndpointConfig::default();
+    cfg.answer_delay = Duration::from_secs(2);
+    let mut h = Harness::new(cfg);
+    assert_eq!(codes(&h.send(&invite("z9hG4bK1", "c1", OFFER))), [100, 180]);
+    assert_eq!(
+        codes(&h.send(&invite("z9hG4bK1", "c1", OFFER))),
+        [180],
+        "Proceeding resends the last provisional"
+    );
+    let out = h.advance(Duration::from_secs(2));
+    assert_eq!(codes(&out), [200]);
+    assert!(started(&out).is_some());
+    assert!(
+        codes(&h.send(&invite("z9hG4bK1", "c1", OFFER))).is_empty(),
+        "Accepted absorbs (RFC 6026)"
+    );
+    assert_eq!(h.ep.counters().calls_answered, 1);
+}
+
+#[test]
+fn cancel_before_answer_gets_200_and_487() {
+    let mut cfg = EndpointConfig::default();
+    cfg.answer_delay = Duration::from_secs(5);
+    let mut h = Harness::new(cfg);
+    let ringing = h.send(&invite("z9hG4bKc", "c2", OFFER));
+    let tag = to_tag(&responses(&ringing)[1]);
+    let cancel = "CANCEL sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKc\r\n\
+        From: <sip:+8613800000000@127.0.0.1>;tag=caller\r\nTo: <sip:12345@127.0.0.1>\r\n\
+        Call-ID: c2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let out = h.send(cancel);
+    let resps = responses(&out);
+    assert_eq!(codes(&out), [200, 487]);
+    assert!(
+        resps[0]
+            .headers
+            .get("CSeq")
+            .is_some_and(|c| c.ends_with("CANCEL"))
+    );
+    assert_eq!(to_tag(&resps[1]), tag, "487 carries the dialog's tag");
+    assert_eq!(h.pool.released, [20000]);
+    // The ACK for the 487 matches the INVITE transaction; no answer comes later.
+    let ack = format!(
+        "ACK sip:12345@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKc\r\n\
+         From: <sip:+8613800000000@127.0.0.1>;tag=caller\r\nTo: <sip:12345@127.0.0.1>;tag={tag}\r\n\
+         Call-ID: c2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(h.send(&ack).is_empty());
+    assert!(codes(&h.advance(Duration::from_secs(10))).is_empty());
+    // CANCEL for nothing: 481.
+    assert_eq!(
+        codes(&h.send(&cancel.replace("z9hG4bKc", "z9hG4bKzz"))),
+        [481]
+    );
+}
+
+#[test]
+fn late_offer_is_answered_in_the_ack() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "late", ""));
+    let ok = &responses(&out)[1];
+    assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 20000 RTP/AVP 0 8 101"));
+    assert_eq!(started(&out).and_then(|i| i.audio), None);
+    let answer = OFFER.replace("m=audio 6000 RTP/AVP 0 101", "m=audio 6100 RTP/AVP 8 101");
+    let out = h.send(&in_dialog(
+        "ACK",
+        "z9hG4bK2",
+        "late",
+        &to_tag(ok),
+        1,
+        &answer,
+    ));
+    let changed = out.iter().find_map(|o| match o {
+        Output::MediaChanged { audio, .. } => Some(audio.clone()),
+        _ => None,
+    });
+    let audio = changed.expect("media from the ACK");
+    assert_eq!(audio.codec, crate::sip::sdp::AudioCodec::Pcma);
+    assert_eq!(audio.remote, Some("127.0.0.1:6100".parse().expect("addr")));
+}
+
+#[test]
+fn policy_refusals_403_488_503_415() {
+    let mut cfg = EndpointConfig::default();
+    cfg.max_calls = 1;
+    let mut h = Harness::new(cfg);
+    let out = h.send_from("192.0.2.9:5060", &invite("z9hG4bKa", "x1", OFFER));
+    assert_eq!(codes(&out), [100, 403]);
+    assert_eq!(h.ep.counters().acl_rejected, 1);
+    let opus = OFFER
+        .replace("RTP/AVP 0 101", "RTP/AVP 96")
+        .replace("telephone-event", "opus");
+    let out = h.send(&invite("z9hG4bKb", "x2", &opus));
+    assert_eq!(codes(&out), [100, 488]);
+    assert!(
+        responses(&out)[1]
+            .headers
+            .get("Warning")
+            .is_some_and(|w| w.starts_with("305 "))
+    );
+    assert_eq!(codes(&h.send(&invite("z9hG4bKc", "x3", OFFER))), [100, 200]);
+    let out = h.send(&invite("z9hG4bKd", "x4", OFFER));
+    assert_eq!(codes(&out), [100, 503]);
+    assert_eq!(responses(&out)[1].headers.get("Retry-After"), Some("30"));
+    let xml = invite("z9hG4bKe", "x5", OFFER).replace("application/sdp", "application/xml");
+    h.ep.max_calls_for_test(5);
+    assert_eq!(codes(&h.send(&xml)), [100, 415]);
+    h.ep.begin_drain();
+    assert_eq!(codes(&h.send(&invite("z9hG4bKf", "x6", OFFER))), [100, 503]);
+    // Refused INVITEs' finals are retransmitted until ACKed (Timer G), then end (Timer H).
+    assert!(codes(&h.advance(Duration::from_millis(500))).contains(&403));
+}
+
+#[test]
+fn malformed_and_unsupported_requests() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let no_callid = invite("z9hG4bK1", "c", OFFER).replace("Call-ID: c\r\n", "");
+    let out = h.send(&no_callid);
+    assert_eq!(codes(&out), [400]);
+    assert_eq!(responses(&out)[0].reason, "missing Call-ID header");
+    let bad_len = invite("z9hG4bK2", "c", OFFER).replace(
+        &format!("Content-Length: {}", OFFER.len()),
+        "Content-Length: 9999",
+    );
+    assert_eq!(codes(&h.send(&bad_len)), [400]);
+    assert!(h.send("garbage\r\n\r\n").is_empty());
+    assert_eq!(h.ep.counters().parse_errors, 3);
+    assert_eq!(h.ep.counters().dropped, 1);
+    let opts = in_dialog("OPTIONS", "z9hG4bK3", "o", "x", 1, "").replace(";tag=x", "");
+    let out = h.send(&opts);
+    assert_eq!(codes(&out), [200]);
+    assert!(
+        responses(&out)[0]
+            .headers
+            .get("Allow")
+            .is_some_and(|a| a.contains("INVITE"))
+    );
+    assert_eq!(
+        codes(
+            &h.send(
+                &opts
+                    .replace("OPTIONS", "REGISTER")
+                    .replace("z9hG4bK3", "z9hG4bK4")
+            )
+        ),
+        [405]
+    );
+    assert_eq!(
+        codes(
+            &h.send(
+                &opts
+                    .replace("OPTIONS", "FROB")
+                    .replace("z9hG4bK3", "z9hG4bK5")
+            )
+        ),
+        [501]
+    );
+    assert_eq!(
+        codes(&h.send(&in_dialog("BYE", "z9hG4bK6", "nope", "t", 2, ""))),
+        [481]
+    );
+    assert_eq!(
+        codes(&h.send(&in_dialog("INVITE", "z9hG4bK7", "nope", "t", 2, OFFER))),
+        [481]
+    );
+}
+
+#[test]
+fn reinvite_hold_and_unhold_answer_with_direction() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "h1", OFFER));
+    let tag = to_tag(&responses(&out)[1]);
+    h.send(&in_dialog("ACK", "z9hG4bK2", "h1", &tag, 1, ""));
+    let hold = format!("{OFFER}a=sendonly\r\n");
+    let out = h.send(&in_dialog("INVITE", "z9hG4bK3", "h1", &tag, 2, &hold));
+    let ok = &responses(&out)[0];
+    assert_eq!(ok.code, 200);
+    let body = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(
+        body.contains("a=recvonly") && body.contains("o=ivrd ") && body.contains(" 2 IN IP4"),
+        "{body}"
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::MediaChanged {
+            our_direction: crate::sip::sdp::Direction::RecvOnly,
+            ..
+        }
+    )));
+    // A second re-INVITE before the ACK of the first: 491 (§14.2).
+    assert_eq!(
+        codes(&h.send(&in_dialog("INVITE", "z9hG4bK4", "h1", &tag, 3, OFFER))),
+        [491]
+    );
+    h.send(&in_dialog("ACK", "z9hG4bK5", "h1", &tag, 2, ""));
+    let out = h.send(&in_dialog("UPDATE", "z9hG4bK6", "h1", &tag, 4, OFFER));
+    assert!(String::from_utf8_lossy(&responses(&out)[0].body).contains("a=sendrecv"));
+    // Lower CSeq than the last: 500.
+    assert_eq!(
+        codes(&h.send(&in_dialog("INFO", "z9hG4bK7", "h1", &tag, 3, ""))),
+        [500]
+    );
+}
+
+#[test]
+fn hang_up_sends_bye_that_retransmits_until_answered() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "b1", OFFER));
+    let tag = to_tag(&responses(&out)[1]);
+    h.send(&in_dialog("ACK", "z9hG4bK2", "b1", &tag, 1, ""));
+    h.ep.hang_up(h.now, CallHandle(1), EndReason::LocalHangup, &mut h.pool);
+    let out = h.drain();
+    let bye = requests(&out).pop().expect("BYE");
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.uri, "sip:caller@127.0.0.1:5061");
+    assert!(matches!(
+        out.last(),
+        Some(Output::CallEnded {
+            reason: EndReason::LocalHangup,
+            ..
+        })
+    ));
+    let resent = requests(&h.advance(Duration::from_millis(1600)));
+    assert_eq!(resent.len(), 2, "Timer E at 500 ms and 1.5 s");
+    let branch = bye
+        .headers
+        .get("Via")
+        .and_then(|v| crate::sip::header::Via::parse(v).ok())
+        .and_then(|v| v.branch)
+        .expect("branch");
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nFrom: <sip:12345@127.0.0.1>;tag={tag}\r\n\
+         To: <sip:+8613800000000@127.0.0.1>;tag=caller\r\nCall-ID: b1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.send(&ok);
+    assert!(requests(&h.advance(Duration::from_secs(10))).is_empty());
+    assert_eq!(
+        h.ep.transaction_count(),
+        1,
+        "only the INVITE transaction lingers (Timer L)"
+    );
+}
+
+#[test]
+fn missing_ack_ends_the_call_with_bye_after_64_t1() {
+    let mut h = Harness::new(EndpointConfig::default());
+    h.send(&invite("z9hG4bK1", "n1", OFFER));
+    let out = h.advance(Duration::from_secs(33));
+    assert_eq!(
+        codes(&out).len(),
+        10,
+        "200 resent at 0.5,1.5,3.5,7.5..31.5 s"
+    );
+    assert!(requests(&out).iter().any(|r| r.method == Method::Bye));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::CallEnded {
+            reason: EndReason::NoAck,
+            ..
+        }
+    )));
+}
