@@ -3,3 +3,4 @@
 
 pub mod digit;
 pub mod g711;
+pub mod rtp;
