@@ -3,4 +3,5 @@
 
 pub mod digit;
 pub mod g711;
+pub mod rtcp;
 pub mod rtp;
