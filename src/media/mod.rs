@@ -3,5 +3,6 @@
 
 pub mod digit;
 pub mod g711;
+pub mod playout;
 pub mod rtcp;
 pub mod rtp;
