@@ -4,5 +4,6 @@
 pub mod digit;
 pub mod g711;
 pub mod playout;
+pub mod prompt;
 pub mod rtcp;
 pub mod rtp;
