@@ -2,3 +2,8 @@
 //! The tokio drivers in `runtime` own the sockets, clocks and files.
 
 pub mod digit;
+pub mod g711;
+pub mod playout;
+pub mod prompt;
+pub mod rtcp;
+pub mod rtp;
