@@ -2,3 +2,4 @@
 //! The tokio drivers in `runtime` own the sockets, clocks and files.
 
 pub mod digit;
+pub mod dtmf;
