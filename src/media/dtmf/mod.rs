@@ -15,4 +15,6 @@
 
 
 pub mod info;
+pub mod rfc4733;
 pub use info::{InfoDtmfError, parse_info_body};
+pub use rfc4733::{EncodedPacket, Rfc4733Decoder, Rfc4733Encoder, Rfc4733Error, TelephoneEvent};
