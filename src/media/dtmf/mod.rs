@@ -14,7 +14,9 @@
 //! of a press already reported by another method.
 
 
+pub mod goertzel;
 pub mod info;
 pub mod rfc4733;
+pub use goertzel::{GoertzelDetector, InbandDigit};
 pub use info::{InfoDtmfError, parse_info_body};
 pub use rfc4733::{EncodedPacket, Rfc4733Decoder, Rfc4733Encoder, Rfc4733Error, TelephoneEvent};
