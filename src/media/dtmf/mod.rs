@@ -13,10 +13,15 @@
 //! Every `DtmfStream::on_*` returns `Some(DigitEvent)` for a new press and `None` for a duplicate
 //! of a press already reported by another method.
 
-
 pub mod goertzel;
 pub mod info;
+pub mod merge;
 pub mod rfc4733;
+
+#[cfg(test)]
+mod pcap_tests;
+
 pub use goertzel::{GoertzelDetector, InbandDigit};
 pub use info::{InfoDtmfError, parse_info_body};
+pub use merge::{DEFAULT_MERGE_WINDOW, DtmfStream};
 pub use rfc4733::{EncodedPacket, Rfc4733Decoder, Rfc4733Encoder, Rfc4733Error, TelephoneEvent};
