@@ -2,6 +2,7 @@
 //! The tokio drivers in `runtime` own the sockets, clocks and files.
 
 pub mod digit;
+pub mod dtmf;
 pub mod g711;
 pub mod playout;
 pub mod prompt;
