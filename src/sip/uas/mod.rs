@@ -305,3 +305,13 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+impl Endpoint {
+    /// Requests we sent that still await a final response (BYEs during a drain).
+    pub fn pending_requests(&self) -> usize {
+        self.client_txns
+            .values()
+            .filter(|e| e.txn.state() != crate::sip::transaction::NonInviteClientState::Completed)
+            .count()
+    }
+}

@@ -1,0 +1,119 @@
+//! The RTP port pool: even ports for RTP, the odd one above for RTCP (RFC 3550 §11). A port is
+//! reserved by binding both sockets, so a call is only answered with a port that really is ours.
+
+use crate::sip::uas::RtpPortSource;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+/// Bound RTP and RTCP sockets of one reserved port pair.
+#[derive(Debug)]
+pub struct RtpSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
+/// Round-robin pool over an even port range; reusing ports late lets stray packets of an ended
+/// call fade before the port serves a new one.
+#[derive(Debug)]
+pub struct RtpPortPool {
+    bind_ip: IpAddr,
+    first: u16,
+    pairs: usize,
+    next: usize,
+    in_use: Vec<bool>,
+    bound: HashMap<u16, RtpSockets>,
+    used: usize,
+}
+
+impl RtpPortPool {
+    /// A pool over `first..=last` (first is even), binding on `bind_ip`.
+    pub fn new(bind_ip: IpAddr, first: u16, last: u16) -> Self {
+        let pairs = usize::from((last - first + 1) / 2);
+        RtpPortPool {
+            bind_ip,
+            first,
+            pairs,
+            next: 0,
+            in_use: vec![false; pairs],
+            bound: HashMap::new(),
+            used: 0,
+        }
+    }
+
+    /// Hands the sockets of a reserved port to its call.
+    pub fn take(&mut self, port: u16) -> Option<RtpSockets> {
+        self.bound.remove(&port)
+    }
+
+    /// Ports reserved now, and the pool's size.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.used, self.pairs)
+    }
+
+    fn bind_pair(&self, port: u16) -> Option<RtpSockets> {
+        let rtp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port)).ok()?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port + 1)).ok()?;
+        rtp.set_nonblocking(true).ok()?;
+        rtcp.set_nonblocking(true).ok()?;
+        Some(RtpSockets { rtp, rtcp })
+    }
+}
+
+impl RtpPortSource for RtpPortPool {
+    fn reserve(&mut self) -> Option<u16> {
+        for _ in 0..self.pairs {
+            let index = self.next;
+            self.next = (self.next + 1) % self.pairs;
+            if self.in_use[index] {
+                continue;
+            }
+            let port = self.first + 2 * index as u16;
+            // A port another process holds is skipped, not fatal.
+            if let Some(sockets) = self.bind_pair(port) {
+                self.in_use[index] = true;
+                self.used += 1;
+                self.bound.insert(port, sockets);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, port: u16) {
+        let index = usize::from((port - self.first) / 2);
+        if let Some(slot) = self.in_use.get_mut(index).filter(|s| **s) {
+            *slot = false;
+            self.used -= 1;
+        }
+        self.bound.remove(&port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_even_pairs_round_robin_and_skips_taken_ports() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        // Find a free 6-port window by binding port 0 first.
+        let probe = UdpSocket::bind((ip, 0)).expect("probe");
+        let base = probe.local_addr().expect("addr").port() & !1;
+        drop(probe);
+        let base = base.max(20_000).min(60_000);
+        let blocker = UdpSocket::bind((ip, base + 2)).ok();
+        let mut pool = RtpPortPool::new(ip, base, base + 5);
+        let a = pool.reserve().expect("first");
+        assert_eq!(a, base);
+        let b = pool.reserve().expect("second");
+        if blocker.is_some() {
+            assert_eq!(b, base + 4, "the pair held elsewhere is skipped");
+            assert_eq!(pool.reserve(), None, "exhausted");
+        }
+        assert!(pool.take(a).is_some());
+        pool.release(a);
+        assert_eq!(pool.usage().0, 1);
+        pool.release(a);
+        assert_eq!(pool.usage().0, 1, "double release is harmless");
+    }
+}

@@ -1,0 +1,316 @@
+//! The daemon shell: binds the SIP sockets, runs the SIP driver around the sans-IO
+//! [`Endpoint`], spawns call tasks, and drains on shutdown.
+
+use crate::config::Config;
+use crate::runtime::call::{self, CallCommand, CallEvent};
+use crate::runtime::ports::RtpPortPool;
+use crate::runtime::transport::{self, TransportEvent};
+use crate::sip::header::Transport;
+use crate::sip::uas::{CallHandle, ConnId, Destination, Endpoint, Inbound, Output};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {transport} {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A bound, not yet running server. Binding first lets tests use port 0 and read the ports.
+pub struct Server {
+    config: Config,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Binds every `[sip] listen` address over UDP and TCP.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in &config.sip.listen {
+            let u = transport::bind_udp(*addr).map_err(|source| ServerError::Bind {
+                transport: "UDP",
+                addr: *addr,
+                source,
+            })?;
+            // With port 0, TCP takes the port UDP got when it is free, so both share one port.
+            let tcp_addr = match (addr.port(), u.local_addr()) {
+                (0, Ok(bound)) => bound,
+                _ => *addr,
+            };
+            let t = transport::bind_tcp(tcp_addr)
+                .or_else(|_| transport::bind_tcp(*addr))
+                .map_err(|source| ServerError::Bind {
+                    transport: "TCP",
+                    addr: *addr,
+                    source,
+                })?;
+            udp.push(Arc::new(u));
+            tcp.push(t);
+        }
+        config.rtp_port_range().map_err(ServerError::Config)?;
+        Ok(Server { config, udp, tcp })
+    }
+
+    /// The bound UDP addresses.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound TCP addresses.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Runs until `shutdown` is cancelled and the drain is over.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let stop_io = CancellationToken::new();
+        for socket in &self.udp {
+            tokio::spawn(transport::run_udp(
+                socket.clone(),
+                events_tx.clone(),
+                stop_io.clone(),
+            ));
+        }
+        let idle = Duration::from_secs(self.config.sip.tcp_idle_secs);
+        for listener in self.tcp {
+            tokio::spawn(transport::run_tcp(
+                listener,
+                events_tx.clone(),
+                idle,
+                stop_io.clone(),
+            ));
+        }
+        drop(events_tx);
+        tracing::info!(udp = ?self.udp.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>(), "SIP listening (UDP and TCP)");
+        let (first, last) = self.config.rtp_port_range().unwrap_or((20000, 29999));
+        let bind_ip = self
+            .config
+            .sip
+            .listen
+            .first()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let driver = SipDriver {
+            endpoint: Endpoint::new(self.config.endpoint()),
+            ports: RtpPortPool::new(bind_ip, first, last),
+            udp: self.udp,
+            tcp_writers: HashMap::new(),
+            calls: HashMap::new(),
+            local_ips: HashMap::new(),
+            drain: Duration::from_secs(self.config.sip.drain_secs),
+        };
+        driver.run(events_rx, shutdown).await;
+        stop_io.cancel();
+    }
+}
+
+/// The tokio side of the UAS core.
+struct SipDriver {
+    endpoint: Endpoint,
+    ports: RtpPortPool,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp_writers: HashMap<ConnId, mpsc::Sender<Bytes>>,
+    calls: HashMap<CallHandle, mpsc::Sender<CallEvent>>,
+    local_ips: HashMap<IpAddr, IpAddr>,
+    drain: Duration,
+}
+
+impl SipDriver {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<TransportEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<CallCommand>(1024);
+        let mut drain_deadline: Option<Instant> = None;
+        let mut hung_up_all = false;
+        loop {
+            let timer = self.endpoint.poll_timeout();
+            tokio::select! {
+                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                    tracing::info!(active_calls = self.endpoint.active_calls(), drain_secs = self.drain.as_secs(), "draining: new calls get 503");
+                    self.endpoint.begin_drain();
+                    drain_deadline = Some(Instant::now() + self.drain);
+                }
+                event = events.recv() => match event {
+                    Some(event) => self.on_transport(event, &cmd_tx),
+                    None => break,
+                },
+                Some(cmd) = cmd_rx.recv() => match cmd {
+                    CallCommand::HangUp { call, reason } => {
+                        self.endpoint.hang_up(Instant::now(), call, reason, &mut self.ports);
+                    }
+                },
+                _ = sleep_until(timer) => self.endpoint.handle_timeout(Instant::now(), &mut self.ports),
+                _ = sleep_until(drain_deadline.filter(|_| !hung_up_all)) => {
+                    tracing::info!(active_calls = self.endpoint.active_calls(), "drain time over; hanging up");
+                    self.endpoint.hang_up_all(Instant::now(), &mut self.ports);
+                    hung_up_all = true;
+                }
+            }
+            self.flush_outputs(&cmd_tx).await;
+            if drain_deadline.is_some()
+                && self.endpoint.active_calls() == 0
+                && self.endpoint.pending_requests() == 0
+            {
+                tracing::info!("drain complete");
+                break;
+            }
+        }
+    }
+
+    fn on_transport(&mut self, event: TransportEvent, _cmd_tx: &mpsc::Sender<CallCommand>) {
+        match event {
+            TransportEvent::Message {
+                transport,
+                source,
+                local,
+                conn,
+                data,
+            } => {
+                let local = self.advertised(local, source.ip());
+                let inbound = Inbound {
+                    transport,
+                    source,
+                    local,
+                    conn,
+                    data: &data,
+                };
+                self.endpoint
+                    .handle_inbound(Instant::now(), inbound, &mut self.ports);
+            }
+            TransportEvent::Opened { conn, writer } => {
+                self.tcp_writers.insert(conn, writer);
+            }
+            TransportEvent::Closed { conn } => {
+                self.tcp_writers.remove(&conn);
+            }
+            TransportEvent::Unframeable { source } => {
+                tracing::debug!(%source, "unframeable TCP stream closed");
+            }
+        }
+    }
+
+    /// Our address as `peer` reaches it: the bound address, or for a wildcard bind the source
+    /// address the kernel picks towards the peer (cached per peer).
+    fn advertised(&mut self, bound: SocketAddr, peer: IpAddr) -> SocketAddr {
+        if !bound.ip().is_unspecified() {
+            return bound;
+        }
+        let ip = *self
+            .local_ips
+            .entry(peer)
+            .or_insert_with(|| route_source(peer).unwrap_or(bound.ip()));
+        SocketAddr::new(ip, bound.port())
+    }
+
+    async fn flush_outputs(&mut self, cmd_tx: &mpsc::Sender<CallCommand>) {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                Output::Transmit { to, bytes } => self.send(to, bytes).await,
+                Output::CallStarted { call, info } => {
+                    let (tx, rx) = mpsc::channel(64);
+                    let sockets = self.ports.take(info.rtp_port);
+                    call::spawn(call, info, sockets, rx, cmd_tx.clone());
+                    self.calls.insert(call, tx);
+                }
+                Output::MediaChanged {
+                    call,
+                    audio,
+                    our_direction,
+                } => {
+                    self.to_call(
+                        call,
+                        CallEvent::MediaChanged {
+                            audio,
+                            our_direction,
+                        },
+                    );
+                }
+                Output::Info {
+                    call,
+                    content_type,
+                    body,
+                } => self.to_call(call, CallEvent::Info { content_type, body }),
+                Output::CallEnded { call, reason } => {
+                    if let Some(tx) = self.calls.remove(&call) {
+                        let _ = tx.try_send(CallEvent::Ended { reason });
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_call(&self, call: CallHandle, event: CallEvent) {
+        if let Some(tx) = self.calls.get(&call) {
+            if tx.try_send(event).is_err() {
+                tracing::warn!(%call, "call task is not keeping up; event dropped");
+            }
+        }
+    }
+
+    async fn send(&mut self, to: Destination, bytes: Bytes) {
+        match to.transport {
+            Transport::Udp => {
+                let socket = self.udp.iter().find(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == to.addr.is_ipv4())
+                });
+                if let Some(socket) = socket {
+                    if let Err(e) = socket.send_to(&bytes, to.addr).await {
+                        tracing::debug!(error = %e, to = %to.addr, "UDP send failed");
+                    }
+                }
+            }
+            Transport::Tcp => {
+                let writer = to.conn.and_then(|c| self.tcp_writers.get(&c));
+                match writer {
+                    Some(w) => {
+                        let _ = w.try_send(bytes);
+                    }
+                    None => tracing::debug!(to = %to.addr, "TCP connection gone; message not sent"),
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The local address the kernel would use to reach `peer` (no packet is sent).
+fn route_source(peer: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let socket = StdUdpSocket::bind(any).ok()?;
+    socket.connect(SocketAddr::new(peer, 9)).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}

@@ -1,0 +1,214 @@
+//! SIP transports: UDP sockets and TCP connections (RFC 3261 §18). Each delivers whole messages
+//! to the SIP driver through one channel; TCP frames by Content-Length (§18.3).
+
+use crate::sip::header::Transport;
+use crate::sip::message::{MAX_MESSAGE_BYTES, frame_len};
+use crate::sip::uas::ConnId;
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the transports tell the SIP driver.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// One message (datagram or stream frame).
+    Message {
+        transport: Transport,
+        source: SocketAddr,
+        local: SocketAddr,
+        conn: Option<ConnId>,
+        data: Bytes,
+    },
+    /// A stream connection opened; responses for it go to `writer`.
+    Opened {
+        conn: ConnId,
+        writer: mpsc::Sender<Bytes>,
+    },
+    /// A stream connection closed.
+    Closed { conn: ConnId },
+    /// Garbage on a stream that cannot be framed; the connection is closed.
+    Unframeable { source: SocketAddr },
+}
+
+/// Binds a UDP socket; IPv6 sockets are v6-only so `0.0.0.0` and `[::]` can both be listened on.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    // Large buffers absorb bursts of INVITEs at call set-up peaks.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Binds a TCP listener (v6-only for IPv6, as for UDP).
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Receives datagrams until cancelled.
+pub async fn run_udp(
+    socket: Arc<UdpSocket>,
+    events: mpsc::Sender<TransportEvent>,
+    stop: CancellationToken,
+) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            // Keep-alive CRLFs (RFC 5626 §3.5.1) carry no message.
+            Ok((n, _)) if buf[..n].iter().all(|b| b.is_ascii_whitespace()) => {}
+            Ok((n, source)) => {
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                let event = TransportEvent::Message {
+                    transport: Transport::Udp,
+                    source,
+                    local,
+                    conn: None,
+                    data,
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+        }
+    }
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts TCP connections until cancelled; each gets a reader and a writer task.
+pub async fn run_tcp(
+    listener: TcpListener,
+    events: mpsc::Sender<TransportEvent>,
+    idle: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(run_connection(
+                    stream,
+                    peer,
+                    conn,
+                    events.clone(),
+                    idle,
+                    stop.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    events: mpsc::Sender<TransportEvent>,
+    idle: Duration,
+    stop: CancellationToken,
+) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    if events
+        .send(TransportEvent::Opened { conn, writer: tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    'read: loop {
+        let read = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::debug!(%peer, "closing idle TCP connection");
+                break;
+            }
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match frame_len(&buf) {
+                Ok(Some(n)) => {
+                    let frame = buf.split_to(n).freeze();
+                    let event = TransportEvent::Message {
+                        transport: Transport::Tcp,
+                        source: peer,
+                        local,
+                        conn: Some(conn),
+                        data: frame,
+                    };
+                    if events.send(event).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = events
+                        .send(TransportEvent::Unframeable { source: peer })
+                        .await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = events.send(TransportEvent::Closed { conn }).await;
+    writer_task.abort();
+}
