@@ -150,7 +150,8 @@ pub fn decode_alaw(input: &[u8], out: &mut [i16]) -> usize {
 }
 
 /// The two audio codecs ivrd offers: G.711 µ-law and A-law (RFC 3551 §4.5.14, 8 kHz, one channel).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Codec {
     /// G.711 µ-law, static payload type 0.
     Pcmu,

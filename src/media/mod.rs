@@ -8,3 +8,4 @@ pub mod playout;
 pub mod prompt;
 pub mod rtcp;
 pub mod rtp;
+pub mod session;

@@ -2,7 +2,7 @@
 //! [`Endpoint`], spawns call tasks, and drains on shutdown.
 
 use crate::config::Config;
-use crate::runtime::call::{self, CallCommand, CallEvent};
+use crate::runtime::call::{self, CallCommand, CallEvent, CallShared};
 use crate::runtime::ports::RtpPortPool;
 use crate::runtime::transport::{self, TransportEvent};
 use crate::sip::header::Transport;
@@ -111,7 +111,22 @@ impl Server {
             .listen
             .first()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let prompts = match crate::media::prompt::PromptLibrary::load_dir(&self.config.prompts.dir)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "prompts not loaded; built-in tones only");
+                crate::media::prompt::PromptLibrary::with_builtins()
+            }
+        };
+        tracing::info!(prompts = prompts.len(), dir = %self.config.prompts.dir.display(), "prompts loaded");
+        let shared = Arc::new(CallShared {
+            prompts,
+            media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
+            cname: format!("ivrd@{bind_ip}"),
+        });
         let driver = SipDriver {
+            shared,
             endpoint: Endpoint::new(self.config.endpoint()),
             ports: RtpPortPool::new(bind_ip, first, last),
             udp: self.udp,
@@ -127,6 +142,7 @@ impl Server {
 
 /// The tokio side of the UAS core.
 struct SipDriver {
+    shared: Arc<CallShared>,
     endpoint: Endpoint,
     ports: RtpPortPool,
     udp: Vec<Arc<UdpSocket>>,
@@ -232,7 +248,7 @@ impl SipDriver {
                 Output::CallStarted { call, info } => {
                     let (tx, rx) = mpsc::channel(64);
                     let sockets = self.ports.take(info.rtp_port);
-                    call::spawn(call, info, sockets, rx, cmd_tx.clone());
+                    call::spawn(call, info, sockets, rx, cmd_tx.clone(), self.shared.clone());
                     self.calls.insert(call, tx);
                 }
                 Output::MediaChanged {

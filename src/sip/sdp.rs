@@ -7,31 +7,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-/// The audio codecs ivrd can send and receive, with their static payload types (RFC 3551 §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum AudioCodec {
-    Pcmu,
-    Pcma,
-}
-
-impl AudioCodec {
-    /// Static payload type: PCMU 0, PCMA 8.
-    pub fn static_pt(self) -> u8 {
-        match self {
-            AudioCodec::Pcmu => 0,
-            AudioCodec::Pcma => 8,
-        }
-    }
-
-    /// Encoding name as in `a=rtpmap`.
-    pub fn name(self) -> &'static str {
-        match self {
-            AudioCodec::Pcmu => "PCMU",
-            AudioCodec::Pcma => "PCMA",
-        }
-    }
-}
+pub use crate::media::g711::Codec as AudioCodec;
 
 /// Media direction attribute (RFC 3264 §5.1, §6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +297,10 @@ pub fn write_answer(local: &LocalMedia, offer: &OfferAnswer, direction: Directio
 /// configured codec plus telephone-event on payload type 101.
 pub fn write_offer(local: &LocalMedia, codecs: &[AudioCodec], direction: Direction) -> String {
     let mut sdp = session_header(local);
-    let mut fmts: Vec<String> = codecs.iter().map(|c| c.static_pt().to_string()).collect();
+    let mut fmts: Vec<String> = codecs
+        .iter()
+        .map(|c| c.payload_type().to_string())
+        .collect();
     fmts.push(OFFER_DTMF_PT.to_string());
     let _ = write!(
         sdp,
@@ -330,7 +309,7 @@ pub fn write_offer(local: &LocalMedia, codecs: &[AudioCodec], direction: Directi
         fmts.join(" ")
     );
     for c in codecs {
-        let _ = write!(sdp, "a=rtpmap:{} {}/8000\r\n", c.static_pt(), c.name());
+        let _ = write!(sdp, "a=rtpmap:{} {}/8000\r\n", c.payload_type(), c.name());
     }
     let _ = write!(
         sdp,
