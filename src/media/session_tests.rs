@@ -62,13 +62,16 @@ fn tone(freqs: &[f64], amplitude: f64, tick: usize) -> [i16; FRAME_SAMPLES] {
     out
 }
 
+/// Packets sent (with their tick time) and the caller channel per tick.
+type Ran = (Vec<(Instant, Vec<u8>)>, Vec<[i16; FRAME_SAMPLES]>);
+
 /// Runs the session for `ticks` media ticks, feeding `caller_frame(tick)` before each.
 fn run(
     s: &mut MediaSession,
     t0: Instant,
     ticks: usize,
     mut feed: impl FnMut(usize, Instant, &mut MediaSession),
-) -> (Vec<(Instant, Vec<u8>)>, Vec<[i16; FRAME_SAMPLES]>) {
+) -> Ran {
     let mut out = TickOutput::default();
     let mut sent = Vec::new();
     let mut caller_audio = Vec::new();

@@ -7,7 +7,7 @@ use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
 use crate::runtime::ports::RtpSockets;
 use crate::sip::sdp::{Direction, NegotiatedAudio};
-use crate::sip::uas::{CallHandle, CallInfo, EndReason};
+use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ pub enum CallEvent {
     Info {
         content_type: String,
         body: Bytes,
+    },
+    Transfer {
+        outcome: TransferOutcome,
     },
     Ended {
         reason: EndReason,
@@ -149,6 +152,7 @@ async fn run(
                     tracing::debug!(codec = audio.codec.name(), direction = our_direction.as_str(), "media changed");
                     session.update(Instant::now(), session_params(Some(&audio), our_direction, &shared));
                 }
+                Some(CallEvent::Transfer { outcome }) => tracing::info!(?outcome, "transfer ended"),
                 Some(CallEvent::Info { content_type, body }) => {
                     if !session.on_info(Instant::now(), &content_type, &body) {
                         tracing::debug!(%content_type, "INFO without DTMF ignored");

@@ -28,7 +28,7 @@ pub struct RtpPortPool {
 impl RtpPortPool {
     /// A pool over `first..=last` (first is even), binding on `bind_ip`.
     pub fn new(bind_ip: IpAddr, first: u16, last: u16) -> Self {
-        let pairs = usize::from((last - first + 1) / 2);
+        let pairs = usize::from((last - first).div_ceil(2));
         RtpPortPool {
             bind_ip,
             first,
@@ -100,7 +100,7 @@ mod tests {
         let probe = UdpSocket::bind((ip, 0)).expect("probe");
         let base = probe.local_addr().expect("addr").port() & !1;
         drop(probe);
-        let base = base.max(20_000).min(60_000);
+        let base = base.clamp(20_000, 60_000);
         let blocker = UdpSocket::bind((ip, base + 2)).ok();
         let mut pool = RtpPortPool::new(ip, base, base + 5);
         let a = pool.reserve().expect("first");

@@ -269,6 +269,9 @@ impl SipDriver {
                     content_type,
                     body,
                 } => self.to_call(call, CallEvent::Info { content_type, body }),
+                Output::Transfer { call, outcome } => {
+                    self.to_call(call, CallEvent::Transfer { outcome })
+                }
                 Output::CallEnded { call, reason } => {
                     if let Some(tx) = self.calls.remove(&call) {
                         let _ = tx.try_send(CallEvent::Ended { reason });

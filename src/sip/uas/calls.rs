@@ -93,6 +93,8 @@ pub(super) struct Call {
     pub our_direction: Direction,
     /// A re-INVITE is awaiting its ACK (another one gets 491, RFC 3261 §14.2).
     pub reinvite_pending: bool,
+    /// A REFER in progress (RFC 3515).
+    pub transfer: Option<super::transfer::PendingTransfer>,
     pub info: CallInfo,
     pub span: tracing::Span,
 }

@@ -8,6 +8,14 @@ use crate::sip::response::{ResponseParts, build_response, reason_phrase};
 use crate::sip::transaction::NonInviteServerTxn;
 use std::time::Instant;
 
+/// A response decided for a non-INVITE request: code, reason, extra headers, typed body.
+type Reply = (
+    u16,
+    String,
+    Vec<(&'static str, String)>,
+    Option<(String, String)>,
+);
+
 /// The methods ivrd accepts (RFC 3261 §20.5 Allow).
 pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY";
 
@@ -242,12 +250,7 @@ impl Endpoint {
         }
         let call = ctx.dialog_key().and_then(|k| self.dialogs.get(&k).copied());
         let source = Some(inbound.source);
-        let (code, reason, extra, body): (
-            u16,
-            String,
-            Vec<(&str, String)>,
-            Option<(String, String)>,
-        ) = match (&req.method, call) {
+        let (code, reason, extra, body): Reply = match (&req.method, call) {
             (Method::Options, _) => (
                 200,
                 "OK".into(),
@@ -356,9 +359,12 @@ impl Endpoint {
             Method::Update => self
                 .session_update(handle, req)
                 .map_err(|(c, r, w)| (c, r, Some(w))),
-            // NOTIFY for a transfer subscription arrives here once REFER is sent; until then
-            // there is nothing to notify us of.
-            _ => Err((481, "Subscription Does Not Exist".to_string(), None)),
+            Method::Notify => match self.on_notify(handle, req.headers.get("Event"), &req.body) {
+                200 => Ok(None),
+                481 => Err((481, "Subscription Does Not Exist".to_string(), None)),
+                code => Err((code, reason_phrase(code).to_string(), None)),
+            },
+            _ => Err((405, reason_phrase(405).to_string(), None)),
         }
     }
 
@@ -376,13 +382,13 @@ impl Endpoint {
             );
             return;
         };
-        if let Some(code) = entry.txn.on_response(now, resp.code) {
-            tracing::debug!(code, "response to our request");
+        let passed = entry.txn.on_response(now, resp.code);
+        let (next, call) = (entry.txn.poll_timeout(), entry.call);
+        let Some(branch) = branch else { return };
+        if let (Some(code @ 200..), Some(call)) = (passed, call) {
+            self.on_refer_result(call, &branch, Some(code));
         }
-        let next = entry.txn.poll_timeout();
-        if let Some(branch) = branch {
-            self.arm(TimerKey::ClientTxn(branch), next);
-        }
+        self.arm(TimerKey::ClientTxn(branch), next);
     }
 }
 

@@ -41,7 +41,7 @@ impl Refusal {
     }
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let n: u64 = rand::rng().random();
     format!("{n:016x}")
 }
@@ -262,6 +262,7 @@ impl Endpoint {
             offer,
             our_direction,
             reinvite_pending: false,
+            transfer: None,
             info,
             span,
         };
@@ -629,7 +630,7 @@ impl Endpoint {
                 self.arm(TimerKey::InviteTxn(key), next);
             }
         } else {
-            let to = next_hop(&call.dialog, &call.peer);
+            let to = next_hop_for(&call.dialog, &call.peer);
             let via = format!("SIP/2.0/{} {}", to.transport.as_str(), call.local_sip);
             let branch = format!("z9hG4bK{}", random_token());
             let reason_header = [(
@@ -656,6 +657,7 @@ impl Endpoint {
                 super::ClientTxnEntry {
                     txn,
                     to: to.clone(),
+                    call: None,
                 },
             );
             self.arm(TimerKey::ClientTxn(branch), next);
@@ -693,7 +695,7 @@ impl Endpoint {
 
 /// Where an in-dialog request goes: the next-hop URI when it names an IP literal, else the
 /// address the dialog came from (ivrd does no DNS; trunks are configured by address).
-fn next_hop(dialog: &Dialog, peer: &Destination) -> Destination {
+pub(super) fn next_hop_for(dialog: &Dialog, peer: &Destination) -> Destination {
     let uri = dialog.next_hop_uri();
     let parsed = SipUri::parse(&uri).ok();
     let tcp =

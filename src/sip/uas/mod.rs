@@ -9,9 +9,11 @@ mod calls;
 mod config;
 mod dispatch;
 mod invite;
+mod transfer;
 
 pub use calls::{CallHandle, CallInfo, EndReason};
 pub use config::{EndpointConfig, RtpPortSource};
+pub use transfer::{TransferOutcome, TransferRequest, refer_to_value, sipfrag_status};
 
 use crate::sip::header::Transport;
 use crate::sip::sdp::{Direction, NegotiatedAudio};
@@ -67,6 +69,11 @@ pub enum Output {
         content_type: String,
         body: Bytes,
     },
+    /// A transfer started with [`Endpoint::transfer`] ended.
+    Transfer {
+        call: CallHandle,
+        outcome: TransferOutcome,
+    },
     /// The call is over; release its media. `rtp_port` goes back to the pool already.
     CallEnded { call: CallHandle, reason: EndReason },
 }
@@ -105,6 +112,8 @@ struct InviteTxnEntry {
 struct ClientTxnEntry {
     txn: NonInviteClientTxn,
     to: Destination,
+    /// The call whose transfer this request is (REFER); `None` for BYE.
+    call: Option<CallHandle>,
 }
 
 /// The sans-IO SIP user-agent server.
@@ -228,7 +237,7 @@ impl Endpoint {
         let Some(entry) = self.client_txns.get_mut(key) else {
             return;
         };
-        let mut done = false;
+        let (mut done, mut timed_out) = (false, false);
         let mut resend = Vec::new();
         while let Some(ev) = entry.txn.handle_timeout(now) {
             match ev {
@@ -237,12 +246,16 @@ impl Endpoint {
                     self.counters.transaction_timeouts += 1;
                     tracing::debug!(branch = key, "request timed out (Timer F)");
                     done = true;
+                    timed_out = true;
                 }
                 Ev::Terminated => done = true,
             }
         }
-        let to = entry.to.clone();
+        let (to, call) = (entry.to.clone(), entry.call);
         let next = entry.txn.poll_timeout();
+        if let (true, Some(call)) = (timed_out, call) {
+            self.on_refer_result(call, key, None);
+        }
         for bytes in resend {
             self.counters.retransmissions_sent += 1;
             self.transmit(to.clone(), bytes);

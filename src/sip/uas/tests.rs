@@ -204,8 +204,10 @@ fn basic_call_answer_ack_bye() {
 
 #[test]
 fn invite_retransmission_is_absorbed_after_answer() {
-    let mut cfg = EndpointConfig::default();
-    cfg.answer_delay = Duration::from_secs(2);
+    let cfg = EndpointConfig {
+        answer_delay: Duration::from_secs(2),
+        ..Default::default()
+    };
     let mut h = Harness::new(cfg);
     assert_eq!(codes(&h.send(&invite("z9hG4bK1", "c1", OFFER))), [100, 180]);
     assert_eq!(
@@ -225,8 +227,10 @@ fn invite_retransmission_is_absorbed_after_answer() {
 
 #[test]
 fn cancel_before_answer_gets_200_and_487() {
-    let mut cfg = EndpointConfig::default();
-    cfg.answer_delay = Duration::from_secs(5);
+    let cfg = EndpointConfig {
+        answer_delay: Duration::from_secs(5),
+        ..Default::default()
+    };
     let mut h = Harness::new(cfg);
     let ringing = h.send(&invite("z9hG4bKc", "c2", OFFER));
     let tag = to_tag(&responses(&ringing)[1]);
@@ -286,8 +290,10 @@ fn late_offer_is_answered_in_the_ack() {
 
 #[test]
 fn policy_refusals_403_488_503_415() {
-    let mut cfg = EndpointConfig::default();
-    cfg.max_calls = 1;
+    let cfg = EndpointConfig {
+        max_calls: 1,
+        ..Default::default()
+    };
     let mut h = Harness::new(cfg);
     let out = h.send_from("192.0.2.9:5060", &invite("z9hG4bKa", "x1", OFFER));
     assert_eq!(codes(&out), [100, 403]);
@@ -464,4 +470,97 @@ fn missing_ack_ends_the_call_with_bye_after_64_t1() {
             ..
         }
     )));
+}
+
+fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> String {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        req.headers.get("Via").expect("via"),
+        req.headers.get("From").expect("from"),
+        req.headers
+            .get("To")
+            .expect("to")
+            .split(";tag=")
+            .next()
+            .expect("to"),
+        req.headers.get("Call-ID").expect("cid"),
+        req.headers.get("CSeq").expect("cseq"),
+    )
+}
+
+fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
+    let body = format!("{frag}\r\n");
+    in_dialog("NOTIFY", &format!("z9hG4bKn{cseq}"), call_id, tag, cseq, "")
+        .replace("Content-Length: 0\r\n", &format!("Event: refer\r\nSubscription-State: active\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n", body.len()))
+        + &body
+}
+
+fn transfer_outcome(out: &[Output]) -> Option<TransferOutcome> {
+    out.iter().find_map(|o| match o {
+        Output::Transfer { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+}
+
+#[test]
+fn refer_then_notify_sipfrag_reports_the_transfer() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "t1", OFFER));
+    let tag = to_tag(&responses(&out)[1]);
+    h.send(&in_dialog("ACK", "z9hG4bK2", "t1", &tag, 1, ""));
+    let request = TransferRequest {
+        target: "sip:queue-help@127.0.0.1:5090".into(),
+        headers: vec![("X-Case-Id".into(), "C1".into())],
+        user_to_user: b"H".to_vec(),
+    };
+    assert!(h.ep.transfer(h.now, CallHandle(1), &request));
+    assert!(
+        !h.ep.transfer(h.now, CallHandle(1), &request),
+        "one transfer at a time"
+    );
+    let refer = requests(&h.drain()).pop().expect("REFER");
+    assert_eq!(refer.method, Method::Refer);
+    assert_eq!(refer.headers.get("X-Case-Id"), Some("C1"));
+    assert_eq!(
+        refer.headers.get("Refer-To"),
+        Some("<sip:queue-help@127.0.0.1:5090?X-Case-Id=C1&User-to-User=48%3Bencoding%3Dhex>")
+    );
+    assert!(transfer_outcome(&h.send(&respond_to(&refer, 202, "caller"))).is_none());
+    let out = h.send(&notify("t1", &tag, 2, "SIP/2.0 180 Ringing"));
+    assert_eq!((codes(&out), transfer_outcome(&out)), (vec![200], None));
+    let out = h.send(&notify("t1", &tag, 3, "SIP/2.0 200 OK"));
+    assert_eq!(transfer_outcome(&out), Some(TransferOutcome::Succeeded));
+    // A NOTIFY after the transfer ended belongs to no subscription.
+    assert_eq!(
+        codes(&h.send(&notify("t1", &tag, 4, "SIP/2.0 200 OK"))),
+        [481]
+    );
+}
+
+#[test]
+fn refused_or_unanswered_refer_fails_the_transfer() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "t2", OFFER));
+    let tag = to_tag(&responses(&out)[1]);
+    h.send(&in_dialog("ACK", "z9hG4bK2", "t2", &tag, 1, ""));
+    let request = TransferRequest {
+        target: "sip:110@127.0.0.1".into(),
+        headers: vec![],
+        user_to_user: vec![],
+    };
+    h.ep.transfer(h.now, CallHandle(1), &request);
+    let refer = requests(&h.drain()).pop().expect("REFER");
+    let out = h.send(&respond_to(&refer, 603, "caller"));
+    assert_eq!(
+        transfer_outcome(&out),
+        Some(TransferOutcome::Failed { code: Some(603) })
+    );
+    // No answer at all: Timer F (64*T1) fails it.
+    h.ep.transfer(h.now, CallHandle(1), &request);
+    h.drain();
+    let out = h.advance(Duration::from_secs(33));
+    assert_eq!(
+        transfer_outcome(&out),
+        Some(TransferOutcome::Failed { code: None })
+    );
 }
