@@ -178,3 +178,10 @@ impl DialplanError {
         }
     }
 }
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod load_tests;
+#[cfg(test)]
+pub(crate) mod testutil;
