@@ -17,7 +17,7 @@ use crate::dialplan::journal::{CallJournal, Confidence, Outcome, PlanStamp, Step
 use crate::dialplan::load::LoadedPlan;
 use crate::dialplan::model::*;
 use crate::dialplan::validate::BEEP_PROMPT;
-use crate::media::digit::{Digit, DigitEvent};
+use crate::media::digit::DigitEvent;
 
 /// A prompt resolved for one call: `prompts/<language>/<name>.wav`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -137,7 +137,7 @@ pub(crate) enum Timer {
 }
 
 /// Extra time a recording may run past its maximum before the engine asks for it to stop.
-const RECORD_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const RECORD_GRACE: Duration = Duration::from_secs(5);
 /// Set/branch nodes followed in one go before the engine assumes a loop (load refuses those).
 const MAX_INSTANT_STEPS: usize = 64;
 
@@ -152,9 +152,9 @@ pub struct Engine {
     pub(crate) typeahead: VecDeque<DigitEvent>,
     pub(crate) pending_value: Option<String>,
     timers: [Option<Instant>; 3],
-    seq: u64,
+    pub(crate) seq: u64,
     pub(crate) playing: Option<u64>,
-    recording: Option<u64>,
+    pub(crate) recording: Option<u64>,
     actions: VecDeque<Action>,
     pub(crate) journal: CallJournal,
 }
@@ -317,7 +317,7 @@ impl Engine {
         }
     }
 
-    fn stop_recording(&mut self) {
+    pub(crate) fn stop_recording(&mut self) {
         if let Some(id) = self.recording {
             self.actions.push_back(Action::StopRecording { id });
         }
@@ -504,47 +504,6 @@ impl Engine {
         }
     }
 
-    /// Applies a plan-wide key if it is one here; true when it acted.
-    fn try_global(&mut self, now: Instant, digit: Digit) -> bool {
-        let (enabled, own) = match self.node_def() {
-            Some(NodeDef::Play(n)) => (n.global_keys, false),
-            Some(NodeDef::Menu(n)) => {
-                let own = n.keys.keys().any(|k| k.starts_with(digit.as_char()));
-                (n.global_keys && self.input.is_empty(), own)
-            }
-            Some(NodeDef::Record(_)) => (true, false),
-            _ => (false, false),
-        };
-        if !enabled || own || matches!(self.phase, Phase::Wait(Stage::Confirm)) {
-            return false;
-        }
-        let key = digit.as_char().to_string();
-        let Some(action) = self.plan.header.global_keys.get(&key).cloned() else {
-            return false;
-        };
-        self.log(now, StepKind::GlobalKey { digit });
-        self.typeahead.clear();
-        match action {
-            GlobalAction::Goto(t) => self.goto(now, t),
-            GlobalAction::Repeat => self.repeat(now),
-        }
-        true
-    }
-
-    fn repeat(&mut self, now: Instant) {
-        self.input.clear();
-        let plan = Arc::clone(&self.plan);
-        match plan.nodes.get(&self.node) {
-            Some(NodeDef::Play(n)) => self.play(now, n.prompts.clone(), Stage::Main, n.barge_in),
-            Some(NodeDef::Menu(n)) => self.play(now, n.prompts.clone(), Stage::Main, n.barge_in),
-            Some(NodeDef::Record(_)) if self.recording.is_none() => {
-                let node = self.node.clone();
-                self.goto(now, node);
-            }
-            _ => {}
-        }
-    }
-
     fn timeouts(&mut self, now: Instant) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         if due(self.timers[Timer::MaxIvr as usize]) {
@@ -573,59 +532,6 @@ impl Engine {
         let h = &self.plan.header;
         let target = h.on_max_ivr.clone().unwrap_or_else(|| h.person.clone());
         self.goto(now, target);
-    }
-
-    fn start_recording(&mut self, now: Instant, n: &RecordNode) {
-        self.seq += 1;
-        self.recording = Some(self.seq);
-        self.phase = Phase::Recording;
-        let max = Duration::from_secs(n.max_seconds.into());
-        self.arm(Timer::RecordGuard, now + max + RECORD_GRACE);
-        self.log(now, StepKind::RecordingStarted);
-        self.actions.push_back(Action::StartRecording {
-            id: self.seq,
-            field: n.field.clone(),
-            max,
-            silence_end: n.silence_end_seconds.map(|s| Duration::from_secs(s.into())),
-        });
-    }
-
-    fn recording_done(&mut self, now: Instant, duration: Duration) {
-        self.disarm(Timer::RecordGuard);
-        self.log(now, StepKind::RecordingDone { duration });
-        let plan = Arc::clone(&self.plan);
-        let Some(NodeDef::Record(n)) = plan.nodes.get(&self.node) else {
-            return;
-        };
-        let long_enough = duration >= Duration::from_secs(n.min_seconds.into());
-        if long_enough {
-            self.journal
-                .recordings
-                .push(crate::dialplan::journal::RecordingNote {
-                    field: n.field.clone(),
-                    node: self.node.clone(),
-                    duration,
-                });
-        }
-        if self.phase == Phase::Done {
-            // The caller hung up while recording; the message decides the outcome.
-            if !long_enough {
-                let node = self.node.clone();
-                self.journal.outcome = Some(Outcome::Abandoned { node });
-            }
-            return;
-        }
-        self.attempt += 1;
-        if long_enough || self.attempt >= n.max_attempts {
-            return self.goto(now, n.next.clone());
-        }
-        self.journal.retries += 1;
-        let mut p: Vec<PromptRef> = n.too_short_prompt.iter().cloned().collect();
-        p.extend(n.prompts.iter().cloned());
-        if n.beep {
-            p.push(PromptRef(BEEP_PROMPT.into()));
-        }
-        self.play(now, p, Stage::Main, false);
     }
 
     fn caller_hung_up(&mut self, now: Instant) {

@@ -11,7 +11,7 @@ use crate::dialplan::engine::{Engine, Phase, Stage, Timer};
 use crate::dialplan::journal::{Confidence, StepKind};
 use crate::dialplan::model::*;
 use crate::dialplan::validate::pattern_matches;
-use crate::media::digit::DigitEvent;
+use crate::media::digit::{Digit, DigitEvent};
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(s.into())
@@ -193,5 +193,46 @@ impl Engine {
         self.input.clear();
         self.pending_value = None;
         self.invalid(now);
+    }
+
+    /// Applies a plan-wide key if it is one here; true when it acted.
+    pub(crate) fn try_global(&mut self, now: Instant, digit: Digit) -> bool {
+        let (enabled, own) = match self.node_def() {
+            Some(NodeDef::Play(n)) => (n.global_keys, false),
+            Some(NodeDef::Menu(n)) => {
+                let own = n.keys.keys().any(|k| k.starts_with(digit.as_char()));
+                (n.global_keys && self.input.is_empty(), own)
+            }
+            Some(NodeDef::Record(_)) => (true, false),
+            _ => (false, false),
+        };
+        if !enabled || own || matches!(self.phase, Phase::Wait(Stage::Confirm)) {
+            return false;
+        }
+        let key = digit.as_char().to_string();
+        let Some(action) = self.plan.header.global_keys.get(&key).cloned() else {
+            return false;
+        };
+        self.log(now, StepKind::GlobalKey { digit });
+        self.typeahead.clear();
+        match action {
+            GlobalAction::Goto(t) => self.goto(now, t),
+            GlobalAction::Repeat => self.repeat(now),
+        }
+        true
+    }
+
+    fn repeat(&mut self, now: Instant) {
+        self.input.clear();
+        let plan = Arc::clone(&self.plan);
+        match plan.nodes.get(&self.node) {
+            Some(NodeDef::Play(n)) => self.play(now, n.prompts.clone(), Stage::Main, n.barge_in),
+            Some(NodeDef::Menu(n)) => self.play(now, n.prompts.clone(), Stage::Main, n.barge_in),
+            Some(NodeDef::Record(_)) if self.recording.is_none() => {
+                let node = self.node.clone();
+                self.goto(now, node);
+            }
+            _ => {}
+        }
     }
 }

@@ -105,25 +105,16 @@ pub fn load_str(file: &Path, src: &str, cx: &LoadContext<'_>) -> Result<LoadedPl
     hasher.update(src.as_bytes());
     let base = file.parent().unwrap_or(Path::new(""));
     let taxonomy = match &plan.plan.taxonomy {
-        Some(rel) => Some(data_file::<Taxonomy>(&base.join(rel), cx, &mut hasher)?),
+        Some(rel) => Some(data_file::<Taxonomy>(
+            &name,
+            &base.join(rel),
+            cx,
+            &mut hasher,
+        )?),
         None => None,
     };
     let holidays = match &plan.plan.holidays {
-        Some(rel) => {
-            let path = base.join(rel);
-            let raw = data_file::<HolidayFile>(&path, cx, &mut hasher)?;
-            let h = Holidays::from_file(&raw).map_err(|value| DialplanError::Invalid {
-                problems: vec![Diagnostic {
-                    file: path.display().to_string(),
-                    line: None,
-                    problem: Problem::BadDate {
-                        file: path.display().to_string(),
-                        value,
-                    },
-                }],
-            })?;
-            Some(h)
-        }
+        Some(rel) => Some(load_holidays(&name, &base.join(rel), cx, &mut hasher)?),
         None => None,
     };
     let vcx = validate::Context {
@@ -163,12 +154,33 @@ pub fn load_str(file: &Path, src: &str, cx: &LoadContext<'_>) -> Result<LoadedPl
     })
 }
 
+fn load_holidays(
+    plan: &str,
+    path: &Path,
+    cx: &LoadContext<'_>,
+    hasher: &mut Sha256,
+) -> Result<Holidays, DialplanError> {
+    let raw = data_file::<HolidayFile>(plan, path, cx, hasher)?;
+    Holidays::from_file(&raw).map_err(|value| {
+        let file = path.display().to_string();
+        DialplanError::Invalid {
+            problems: vec![Diagnostic {
+                file: file.clone(),
+                line: None,
+                problem: Problem::BadDate { file, value },
+            }],
+        }
+    })
+}
+
 fn data_file<T: serde::de::DeserializeOwned>(
+    plan: &str,
     path: &Path,
     cx: &LoadContext<'_>,
     hasher: &mut Sha256,
 ) -> Result<T, DialplanError> {
-    let src = (cx.read)(path).map_err(|source| DialplanError::Io {
+    let src = (cx.read)(path).map_err(|source| DialplanError::DataFile {
+        plan: plan.to_owned(),
         path: path.to_owned(),
         source,
     })?;

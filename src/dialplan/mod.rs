@@ -14,6 +14,7 @@ pub mod journal;
 mod keys;
 pub mod load;
 pub mod model;
+mod recording;
 mod route;
 pub mod simulate;
 pub mod span;
@@ -146,6 +147,14 @@ pub enum Problem {
 pub enum DialplanError {
     #[error("{path}: cannot read: {source}")]
     Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A taxonomy or holiday file the plan names cannot be read.
+    #[error("{plan}: cannot read {path}: {source}")]
+    DataFile {
+        plan: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,

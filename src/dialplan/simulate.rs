@@ -111,6 +111,20 @@ struct World {
     idle_since: Instant,
 }
 
+/// The simulated driver: engine, virtual clock, caller script and the world's pending events.
+struct Sim<'a> {
+    e: Engine,
+    w: World,
+    now: Instant,
+    t0: Instant,
+    script: std::iter::Peekable<std::slice::Iter<'a, ScriptStep>>,
+    not_before: Instant,
+    opts: &'a SimOptions,
+    prompts: &'a dyn PromptCatalog,
+    text: &'a dyn Fn(&PromptId) -> Option<String>,
+    report: SimulationReport,
+}
+
 /// Runs one call through the plan; `text` gives a prompt's text for the report.
 pub fn simulate(
     plan: Arc<LoadedPlan>,
@@ -128,161 +142,182 @@ pub fn simulate(
         case_id: Some("SIM-0001".into()),
         language: opts.language.clone(),
     };
-    let mut e = Engine::new(plan, start);
-    let mut w = World {
-        play: None,
-        rec: None,
-        transfer_at: None,
-        idle_since: t0,
-    };
-    let mut report = SimulationReport {
+    let e = Engine::new(plan, start);
+    let report = SimulationReport {
         journal: e.journal().clone(),
         actions: Vec::new(),
         elapsed: Duration::ZERO,
         texts: BTreeMap::new(),
     };
-    let mut now = t0;
-    let mut script = opts.script.iter().peekable();
-    let mut not_before = t0;
+    let w = World {
+        play: None,
+        rec: None,
+        transfer_at: None,
+        idle_since: t0,
+    };
+    let script = opts.script.iter().peekable();
+    let mut sim = Sim {
+        e,
+        w,
+        now: t0,
+        t0,
+        script,
+        not_before: t0,
+        opts,
+        prompts,
+        text,
+        report,
+    };
     for _ in 0..MAX_EVENTS {
-        drain(&mut e, now, &mut w, opts, prompts, text, &mut report, t0);
-        if e.is_done() {
+        sim.drain();
+        if sim.e.is_done() || !sim.step() {
             break;
-        }
-        let key_at = match script.peek() {
-            Some(ScriptStep::Wait(d)) => {
-                not_before = now.max(w.idle_since) + *d;
-                script.next();
-                continue;
-            }
-            Some(ScriptStep::EarlyKey(_)) => Some(w.play.map_or(now, |p| p.1) + ms(500)),
-            Some(ScriptStep::Key(_) | ScriptStep::HangUp) if w.play.is_none() => {
-                Some(w.idle_since + ms(1000))
-            }
-            _ => None,
-        }
-        .map(|t| t.max(not_before).max(now));
-        let candidates = [
-            w.play.map(|p| p.2),
-            w.rec.map(|r| r.2),
-            w.transfer_at,
-            e.poll_timeout(),
-            key_at,
-        ];
-        let Some(next) = candidates.iter().flatten().min().copied() else {
-            break;
-        };
-        now = next;
-        if key_at == Some(now) {
-            match script.next() {
-                Some(ScriptStep::Key(d) | ScriptStep::EarlyKey(d)) => {
-                    let ev = DigitEvent {
-                        digit: *d,
-                        method: DtmfMethod::Rfc4733,
-                        at: now,
-                    };
-                    e.handle(now, Event::Digit(ev));
-                }
-                Some(ScriptStep::HangUp) => {
-                    e.handle(now, Event::HangUp);
-                    // A recording the caller ends by hanging up is still finalised by the driver.
-                    if let Some((id, started, _)) = w.rec.take() {
-                        let duration = now - started;
-                        e.handle(now, Event::RecordingDone { id, duration });
-                    }
-                }
-                _ => {}
-            }
-        } else if let Some((id, _, end)) = w.play.filter(|p| p.2 == now) {
-            w.play = None;
-            w.idle_since = end;
-            e.handle(now, Event::PromptFinished { id });
-        } else if let Some((id, started, _)) = w.rec.filter(|r| r.2 == now) {
-            w.rec = None;
-            w.idle_since = now;
-            e.handle(
-                now,
-                Event::RecordingDone {
-                    id,
-                    duration: now - started,
-                },
-            );
-        } else if w.transfer_at == Some(now) {
-            w.transfer_at = None;
-            let r = match opts.transfer_fails {
-                None => TransferResult::Accepted,
-                Some(code) => TransferResult::Failed { code: Some(code) },
-            };
-            e.handle(now, Event::Transfer(r));
-        } else {
-            e.handle(now, Event::Timeout);
         }
     }
-    drain(&mut e, now, &mut w, opts, prompts, text, &mut report, t0);
-    report.journal = e.journal().clone();
-    report.elapsed = now - t0;
-    report
+    sim.drain();
+    sim.report.journal = sim.e.journal().clone();
+    sim.report.elapsed = sim.now - t0;
+    sim.report
 }
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[allow(clippy::too_many_arguments)] // the simulated driver's whole state; splitting hides it
-fn drain(
-    e: &mut Engine,
-    now: Instant,
-    w: &mut World,
-    opts: &SimOptions,
-    prompts: &dyn PromptCatalog,
-    text: &dyn Fn(&PromptId) -> Option<String>,
-    report: &mut SimulationReport,
-    t0: Instant,
-) {
-    while let Some(a) = e.poll_action() {
-        match &a {
-            Action::Play {
-                id, prompts: ps, ..
-            } => {
-                let len: Duration = ps
-                    .iter()
-                    .map(|p| {
-                        prompts
-                            .duration(&p.language, p.name.as_str())
-                            .unwrap_or(opts.default_prompt)
-                    })
-                    .sum();
-                w.play = Some((*id, now, now + len));
-                for p in ps {
-                    if let Some(t) = text(p) {
-                        report.texts.insert(p.to_string(), t);
+impl Sim<'_> {
+    /// When the caller's next scripted step happens, if it can happen yet.
+    fn next_key_at(&mut self) -> Option<Instant> {
+        while let Some(ScriptStep::Wait(d)) = self.script.peek() {
+            self.not_before = self.now.max(self.w.idle_since) + *d;
+            self.script.next();
+        }
+        let at = match self.script.peek() {
+            Some(ScriptStep::EarlyKey(_)) => self.w.play.map_or(self.now, |p| p.1) + ms(500),
+            Some(ScriptStep::Key(_) | ScriptStep::HangUp) if self.w.play.is_none() => {
+                self.w.idle_since + ms(1000)
+            }
+            _ => return None,
+        };
+        Some(at.max(self.not_before).max(self.now))
+    }
+
+    /// Advances to the next event and feeds it; false when nothing is left to happen.
+    fn step(&mut self) -> bool {
+        let key_at = self.next_key_at();
+        let w = &self.w;
+        let candidates = [
+            w.play.map(|p| p.2),
+            w.rec.map(|r| r.2),
+            w.transfer_at,
+            self.e.poll_timeout(),
+            key_at,
+        ];
+        let Some(next) = candidates.iter().flatten().min().copied() else {
+            return false;
+        };
+        self.now = next;
+        let now = next;
+        if key_at == Some(now) {
+            self.caller_step();
+        } else if let Some((id, _, end)) = self.w.play.filter(|p| p.2 == now) {
+            self.w.play = None;
+            self.w.idle_since = end;
+            self.e.handle(now, Event::PromptFinished { id });
+        } else if let Some((id, started, _)) = self.w.rec.filter(|r| r.2 == now) {
+            self.w.rec = None;
+            self.w.idle_since = now;
+            self.e.handle(
+                now,
+                Event::RecordingDone {
+                    id,
+                    duration: now - started,
+                },
+            );
+        } else if self.w.transfer_at == Some(now) {
+            self.w.transfer_at = None;
+            let r = match self.opts.transfer_fails {
+                None => TransferResult::Accepted,
+                Some(code) => TransferResult::Failed { code: Some(code) },
+            };
+            self.e.handle(now, Event::Transfer(r));
+        } else {
+            self.e.handle(now, Event::Timeout);
+        }
+        true
+    }
+
+    fn caller_step(&mut self) {
+        let now = self.now;
+        match self.script.next() {
+            Some(ScriptStep::Key(d) | ScriptStep::EarlyKey(d)) => {
+                let ev = DigitEvent {
+                    digit: *d,
+                    method: DtmfMethod::Rfc4733,
+                    at: now,
+                };
+                self.e.handle(now, Event::Digit(ev));
+            }
+            Some(ScriptStep::HangUp) => {
+                self.e.handle(now, Event::HangUp);
+                // A recording the caller ends by hanging up is still finalised by the driver.
+                if let Some((id, started, _)) = self.w.rec.take() {
+                    self.e.handle(
+                        now,
+                        Event::RecordingDone {
+                            id,
+                            duration: now - started,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the engine's actions and updates the simulated world.
+    fn drain(&mut self) {
+        let now = self.now;
+        while let Some(a) = self.e.poll_action() {
+            match &a {
+                Action::Play { id, prompts, .. } => {
+                    let len: Duration = prompts.iter().map(|p| self.prompt_len(p)).sum();
+                    self.w.play = Some((*id, now, now + len));
+                    for p in prompts {
+                        if let Some(t) = (self.text)(p) {
+                            self.report.texts.insert(p.to_string(), t);
+                        }
                     }
                 }
-            }
-            Action::StopPlayback { .. } => {
-                w.play = None;
-                w.idle_since = now;
-            }
-            Action::StartRecording {
-                id,
-                max,
-                silence_end,
-                ..
-            } => {
-                let talk = opts.speak.min(*max);
-                let end = now + (talk + silence_end.unwrap_or_default()).min(*max);
-                w.rec = Some((*id, now, end));
-                w.idle_since = now;
-            }
-            Action::StopRecording { .. } => {
-                if let Some(r) = w.rec.as_mut() {
-                    r.2 = now;
+                Action::StopPlayback { .. } => {
+                    self.w.play = None;
+                    self.w.idle_since = now;
                 }
+                Action::StartRecording {
+                    id,
+                    max,
+                    silence_end,
+                    ..
+                } => {
+                    let talk = self.opts.speak.min(*max);
+                    let end = now + (talk + silence_end.unwrap_or_default()).min(*max);
+                    self.w.rec = Some((*id, now, end));
+                    self.w.idle_since = now;
+                }
+                Action::StopRecording { .. } => {
+                    if let Some(r) = self.w.rec.as_mut() {
+                        r.2 = now;
+                    }
+                }
+                Action::Transfer { .. } => self.w.transfer_at = Some(now + ms(1500)),
+                Action::HangUp { .. } => {}
             }
-            Action::Transfer { .. } => w.transfer_at = Some(now + ms(1500)),
-            Action::HangUp { .. } => {}
+            self.report.actions.push((now - self.t0, a));
         }
-        report.actions.push((now - t0, a));
+    }
+
+    fn prompt_len(&self, p: &PromptId) -> Duration {
+        let len = self.prompts.duration(&p.language, p.name.as_str());
+        len.unwrap_or(self.opts.default_prompt)
     }
 }
 

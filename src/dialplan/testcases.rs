@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dialplan::calendar::{Date, WallClock};
+use crate::dialplan::journal::CallJournal;
 use crate::dialplan::load::{LoadedPlan, PromptCatalog};
 use crate::dialplan::simulate::{SimOptions, parse_script, simulate};
 use crate::dialplan::{DialplanError, load};
@@ -192,54 +193,13 @@ pub fn run_cases(
 fn compare(case: &TestCase, r: &crate::dialplan::simulate::SimulationReport) -> Vec<String> {
     let j = &r.journal;
     let mut fails = Vec::new();
-    let mut check = |what: &str, want: Option<String>, got: Option<String>| {
-        if want.is_some() && want != got {
-            fails.push(format!("{what}: expected {want:?}, got {got:?}"));
-        }
-    };
     let visited: Vec<String> = j.nodes_visited().into_iter().map(str::to_owned).collect();
-    check(
-        "path",
-        case.path.as_ref().map(|p| p.join(" → ")),
-        Some(visited.join(" → ")),
-    );
-    check(
-        "outcome",
-        case.outcome.clone(),
-        j.outcome.as_ref().map(|o| o.as_str().to_owned()),
-    );
-    check(
-        "target",
-        case.target.clone(),
-        j.transfer.as_ref().map(|t| t.target.clone()),
-    );
-    check(
-        "request_type",
-        case.request_type.clone(),
-        j.request_type.as_ref().map(|c| c.code.clone()),
-    );
-    let dom: Vec<String> = j.domain.iter().map(|c| c.code.clone()).collect();
-    check(
-        "domain",
-        case.domain.as_ref().map(|d| d.join("/")),
-        Some(dom.join("/")),
-    );
-    check(
-        "region",
-        case.region.clone(),
-        j.region.as_ref().map(|c| c.code.clone()),
-    );
-    check(
-        "language",
-        case.final_language.clone(),
-        Some(j.language.clone()),
-    );
+    let path = case.path.as_ref().map(|p| p.join(" → "));
+    expect(&mut fails, "path", path, Some(visited.join(" → ")));
+    classification(case, j, &mut fails);
     for (k, v) in &case.fields {
-        check(
-            &format!("field {k}"),
-            Some(v.clone()),
-            j.fields.get(k).cloned(),
-        );
+        let what = format!("field {k}");
+        expect(&mut fails, &what, Some(v.clone()), j.fields.get(k).cloned());
     }
     if let Some(v) = &case.visits {
         let mut it = visited.iter();
@@ -256,6 +216,29 @@ fn compare(case: &TestCase, r: &crate::dialplan::simulate::SimulationReport) -> 
         }
     }
     fails
+}
+
+/// Records a mismatch when the case states an expectation.
+fn expect(fails: &mut Vec<String>, what: &str, want: Option<String>, got: Option<String>) {
+    if want.is_some() && want != got {
+        fails.push(format!("{what}: expected {want:?}, got {got:?}"));
+    }
+}
+
+fn classification(case: &TestCase, j: &CallJournal, fails: &mut Vec<String>) {
+    let outcome = j.outcome.as_ref().map(|o| o.as_str().to_owned());
+    expect(fails, "outcome", case.outcome.clone(), outcome);
+    let target = j.transfer.as_ref().map(|t| t.target.clone());
+    expect(fails, "target", case.target.clone(), target);
+    let rt = j.request_type.as_ref().map(|c| c.code.clone());
+    expect(fails, "request_type", case.request_type.clone(), rt);
+    let dom: Vec<String> = j.domain.iter().map(|c| c.code.clone()).collect();
+    let want = case.domain.as_ref().map(|d| d.join("/"));
+    expect(fails, "domain", want, Some(dom.join("/")));
+    let region = j.region.as_ref().map(|c| c.code.clone());
+    expect(fails, "region", case.region.clone(), region);
+    let lang = Some(j.language.clone());
+    expect(fails, "language", case.final_language.clone(), lang);
 }
 
 /// `ivrd test FILE`: loads `FILE` and runs the cases in the tests file beside it

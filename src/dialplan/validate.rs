@@ -110,6 +110,25 @@ fn check_header(cx: &Context<'_>, out: &mut Vec<Finding>) {
             },
         ));
     }
+    let r = [
+        ("silence_seconds", h.silence_seconds, 1, 30),
+        ("max_ivr_seconds", h.max_ivr_seconds, 30, 1800),
+    ];
+    for (setting, value, min, max) in r {
+        range(
+            out,
+            here(setting),
+            "plan".into(),
+            (setting, value, min, max),
+        );
+    }
+    check_header_links(cx, out);
+}
+
+/// Header targets and global keys.
+fn check_header_links(cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let h = &cx.plan.plan;
+    let here = |k: &str| path(&["plan", k]);
     let targets = [("entry", Some(&h.entry)), ("person", Some(&h.person))];
     let targets = targets
         .into_iter()
@@ -139,18 +158,6 @@ fn check_header(cx: &Context<'_>, out: &mut Vec<Finding>) {
             };
             out.push((kp, p));
         }
-    }
-    let r = [
-        ("silence_seconds", h.silence_seconds, 1, 30),
-        ("max_ivr_seconds", h.max_ivr_seconds, 30, 1800),
-    ];
-    for (setting, value, min, max) in r {
-        range(
-            out,
-            here(setting),
-            "plan".into(),
-            (setting, value, min, max),
-        );
     }
 }
 
