@@ -475,3 +475,48 @@ fn branch_on_hours_and_holidays_and_region_from_called_number() {
     adjusted.weekday = 7;
     assert!(!go(adjusted).0);
 }
+
+#[test]
+fn without_barge_in_keys_wait_for_the_prompt_end() {
+    let src = PLAN.replace(
+        "[nodes.main]\nkind = \"menu\"\n",
+        "[nodes.main]\nkind = \"menu\"\nbarge_in = false\n",
+    );
+    let mut c = Call::start(&Arc::new(load(&src).unwrap()), "12345", weekday_morning());
+    let main = to_main_menu(&mut c);
+    // The key is kept, the prompt goes on.
+    assert!(c.key('1').is_empty());
+    c.advance(2.0);
+    let a = c.send(Event::PromptFinished { id: main });
+    assert_eq!(
+        transfer_target(&a).as_deref(),
+        Some("sip:complaints@agents.example")
+    );
+}
+
+#[test]
+fn zero_during_the_message_prompt_reaches_a_person() {
+    let mut c = call();
+    let main = to_main_menu(&mut c);
+    c.send(Event::PromptFinished { id: main });
+    let (id, _) = played(&c.key('4'));
+    let a = c.key('0');
+    assert_eq!(a[0], Action::StopPlayback { id });
+    assert!(transfer_target(&a).is_some());
+}
+
+#[test]
+fn digits_while_transferring_or_after_the_end_are_ignored() {
+    let mut c = call();
+    let main = to_main_menu(&mut c);
+    c.send(Event::PromptFinished { id: main });
+    c.key('0');
+    assert!(c.key('1').is_empty());
+    c.send(Event::Transfer(TransferResult::Accepted));
+    assert!(c.key('0').is_empty());
+    assert!(c.send(Event::HangUp).is_empty());
+    assert_eq!(
+        c.e.journal().outcome.as_ref().map(|o| o.as_str()),
+        Some("transferred")
+    );
+}

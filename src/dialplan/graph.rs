@@ -129,3 +129,55 @@ pub fn to_mermaid(plan: &LoadedPlan) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialplan::testutil::load;
+
+    const SRC: &str = r#"
+[plan]
+name = "g"
+version = "1"
+entry = "main"
+languages = ["zh-CN"]
+default_language = "zh-CN"
+person = "agent"
+[plan.global_keys]
+"0" = { goto = "agent" }
+[nodes.main]
+kind = "menu"
+prompts = ["m"]
+keys = { "1" = { goto = "bye" } }
+[nodes.agent]
+kind = "transfer"
+target = "sip:q@x"
+on_failure = "bye"
+[nodes.bye]
+kind = "hangup"
+"#;
+
+    #[test]
+    fn dot_has_every_node_and_edge_with_globals_dashed() {
+        let p = load(SRC).unwrap();
+        let dot = to_dot(&p);
+        assert!(dot.starts_with("digraph \"g\" {"));
+        assert!(dot.contains("start -> \"main\";"));
+        assert!(dot.contains("\"main\" -> \"bye\" [label=\"1\"];"));
+        assert!(dot.contains("\"main\" -> \"agent\" [label=\"silence/invalid\"];"));
+        assert!(dot.contains("\"main\" -> \"agent\" [label=\"global 0\" style=dashed];"));
+        assert!(dot.contains("\"agent\" -> \"bye\" [label=\"failed\"];"));
+        assert_eq!(dot.matches(" -> ").count(), 5);
+    }
+
+    #[test]
+    fn mermaid_uses_safe_ids_and_dotted_globals() {
+        let p = load(SRC).unwrap();
+        let m = to_mermaid(&p);
+        // Nodes sorted: agent = n0, bye = n1, main = n2.
+        assert!(m.starts_with("flowchart LR\n  start((start)) --> n2\n"));
+        assert!(m.contains("n2{\"main (menu)\"}"));
+        assert!(m.contains("n2 -->|\"1\"| n1"));
+        assert!(m.contains("n2 -.->|\"global 0\"| n0"));
+    }
+}

@@ -136,6 +136,35 @@ pub enum StepKind {
     CallerHungUp,
 }
 
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepKind::Enter => f.write_str("enter"),
+            StepKind::Prompts(p) => {
+                let names: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+                write!(f, "play {}", names.join(" + "))
+            }
+            StepKind::Key { digit, method } => write!(f, "key {digit} ({})", method.as_str()),
+            StepKind::Chose { input } => write!(f, "accepted {input}"),
+            StepKind::Timeout { attempt } => write!(f, "no input (attempt {attempt})"),
+            StepKind::Invalid { input, attempt } => {
+                write!(f, "invalid input {input:?} (attempt {attempt})")
+            }
+            StepKind::GlobalKey { digit } => write!(f, "global key {digit}"),
+            StepKind::Set { name, value } => write!(f, "set {name} = {value}"),
+            StepKind::RecordingStarted => f.write_str("recording started"),
+            StepKind::RecordingDone { duration } => {
+                write!(f, "recording done ({} ms)", duration.as_millis())
+            }
+            StepKind::TransferStarted { target } => write!(f, "transfer to {target}"),
+            StepKind::TransferFailed { code: Some(c) } => write!(f, "transfer failed ({c})"),
+            StepKind::TransferFailed { code: None } => f.write_str("transfer failed"),
+            StepKind::MaxIvrTime => f.write_str("max IVR time reached"),
+            StepKind::CallerHungUp => f.write_str("caller hung up"),
+        }
+    }
+}
+
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {

@@ -11,6 +11,7 @@ pub mod calendar;
 pub mod engine;
 pub mod graph;
 pub mod journal;
+pub mod keypad;
 mod keys;
 pub mod load;
 pub mod model;

@@ -339,7 +339,7 @@ impl fmt::Display for SimulationReport {
                 StepKind::Key { digit, method } => {
                     writeln!(f, "{at:7.1}s    key {digit} ({})", method.as_str())?
                 }
-                other => writeln!(f, "{at:7.1}s    {other:?}")?,
+                other => writeln!(f, "{at:7.1}s    {other}")?,
             }
         }
         writeln!(f, "language: {}", j.language)?;
@@ -376,5 +376,70 @@ impl fmt::Display for SimulationReport {
             None => writeln!(f, "outcome: (call still running)")?,
         }
         writeln!(f, "time in IVR: {:.1} s", self.elapsed.as_secs_f32())
+    }
+}
+
+/// Why `ivrd simulate` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error(transparent)]
+    Plan(#[from] crate::dialplan::DialplanError),
+    #[error("bad key script token `{token}` (keys 0-9 * # A-D, `!k`, `wN`, `hangup`)")]
+    BadScript { token: String },
+}
+
+/// `ivrd simulate FILE --keys "1,#,2" [--language en] [--silence]`: loads the plan, runs one
+/// call, and reports prompt texts from `prompts/<lang>/<name>.txt`. `silence` ignores `keys`.
+pub fn simulate_file(
+    plan_path: &std::path::Path,
+    prompts_dir: &std::path::Path,
+    keys: &str,
+    language: Option<&str>,
+    silence: bool,
+    wall: WallClock,
+) -> Result<SimulationReport, SimulateError> {
+    let plan = Arc::new(crate::dialplan::load_file(plan_path, prompts_dir)?);
+    let script = if silence {
+        Vec::new()
+    } else {
+        parse_script(keys).map_err(|token| SimulateError::BadScript { token })?
+    };
+    let mut opts = SimOptions::new(script, wall);
+    opts.language = language.map(str::to_owned);
+    let catalog = crate::dialplan::DirPromptCatalog {
+        dir: prompts_dir.to_owned(),
+    };
+    let text = |p: &PromptId| {
+        let path = prompts_dir
+            .join(&p.language)
+            .join(format!("{}.txt", p.name));
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    Ok(simulate(plan, &opts, &catalog, &text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_parse_keys_waits_early_keys_and_hangup() {
+        let s = parse_script("1, 13 ,w5,!#,hangup").unwrap();
+        assert_eq!(
+            s,
+            [
+                ScriptStep::Key(Digit::D1),
+                ScriptStep::Key(Digit::D1),
+                ScriptStep::Key(Digit::D3),
+                ScriptStep::Wait(Duration::from_secs(5)),
+                ScriptStep::EarlyKey(Digit::Pound),
+                ScriptStep::HangUp,
+            ]
+        );
+        assert_eq!(parse_script("1,x").unwrap_err(), "x");
+        assert_eq!(parse_script("wfive").unwrap_err(), "wfive");
+        assert!(parse_script("").unwrap().is_empty());
     }
 }

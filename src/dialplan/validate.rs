@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::dialplan::Problem;
 use crate::dialplan::calendar::TimeWindow;
+use crate::dialplan::keypad::pattern_valid;
+pub use crate::dialplan::keypad::{parse_key, pattern_matches};
 use crate::dialplan::load::PromptCatalog;
 use crate::dialplan::model::*;
 use crate::dialplan::taxonomy::Taxonomy;
-use crate::media::digit::Digit;
 
 /// A finding and the TOML key path it belongs to.
 pub type Finding = (Vec<String>, Problem);
@@ -20,44 +21,6 @@ pub const EMERGENCY_NUMBERS: [&str; 4] = ["110", "119", "120", "122"];
 
 /// Prompt played right before a recording starts when a record node asks for a beep.
 pub const BEEP_PROMPT: &str = "beep";
-
-/// Parses a key string (`"1"`, `"#"`, `"12"`) into keypad digits.
-pub fn parse_key(key: &str) -> Result<Vec<Digit>, &'static str> {
-    if key.is_empty() {
-        return Err("empty key");
-    }
-    key.chars()
-        .map(|c| Digit::from_char(c).ok_or("not a keypad key (0-9, *, #, A-D)"))
-        .collect()
-}
-
-/// Whether `digits` matches a collect pattern (syntax in [`CollectNode::patterns`]).
-pub fn pattern_matches(pattern: &str, digits: &str) -> bool {
-    let (body, more) = match pattern.strip_suffix('.') {
-        Some(b) => (b, true),
-        None => (pattern, false),
-    };
-    let n = body.chars().count();
-    let len = digits.chars().count();
-    if len < n || (!more && len != n) || (more && len == n) {
-        return false;
-    }
-    let fixed_ok = body.chars().zip(digits.chars()).all(|(p, d)| match p {
-        'X' => d.is_ascii_digit(),
-        'N' => ('2'..='9').contains(&d),
-        'Z' => ('1'..='9').contains(&d),
-        _ => p == d,
-    });
-    fixed_ok && digits.chars().all(|d| d.is_ascii_digit())
-}
-
-fn pattern_valid(p: &str) -> bool {
-    let body = p.strip_suffix('.').unwrap_or(p);
-    !body.is_empty()
-        && body
-            .chars()
-            .all(|c| c.is_ascii_digit() || "XNZ".contains(c))
-}
 
 /// What the per-node checks need to know besides the nodes.
 pub struct Context<'a> {
@@ -584,22 +547,4 @@ pub fn prompt_names(plan: &PlanFile) -> BTreeSet<String> {
     };
     let _findings = check(&cx);
     all.0.into_inner()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digit_patterns() {
-        assert!(pattern_matches("1XXXXXXXXXX", "13812345678"));
-        assert!(!pattern_matches("1XXXXXXXXXX", "1381234567"));
-        assert!(pattern_matches("0898NXXXXXXX", "089866668888"));
-        assert!(!pattern_matches("0898NXXXXXXX", "089816668888"));
-        assert!(pattern_matches("0Z.", "0101"));
-        assert!(!pattern_matches("0Z.", "01"));
-        assert!(pattern_valid("0Z.") && !pattern_valid("1[0-9]") && !pattern_valid("."));
-        assert_eq!(parse_key("1#").unwrap(), vec![Digit::D1, Digit::Pound]);
-        assert!(parse_key("x").is_err() && parse_key("").is_err());
-    }
 }
