@@ -35,9 +35,13 @@ impl fmt::Display for PromptId {
 /// What the driver knows when the call is answered.
 #[derive(Debug, Clone)]
 pub struct CallStart {
+    /// When the call was answered; journal times count from here.
     pub now: Instant,
+    /// Calling number as received (From/P-Asserted-Identity user part).
     pub caller: String,
+    /// Called number (DNIS) as received; `set` nodes map it to a region.
     pub called: String,
+    /// Name of the trunk the call arrived on, when the config names trunks.
     pub trunk: Option<String>,
     /// Local time in the plan's timezone (see [`WallClock::from_unix`]).
     pub wall: WallClock,
@@ -51,26 +55,32 @@ pub struct CallStart {
 /// How a transfer ended (REFER response and NOTIFY sipfrag, RFC 3515 §2.4.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferResult {
+    /// 202 to the REFER and a 2xx sipfrag in NOTIFY: the caller is with the target.
     Accepted,
     /// The SIP status that failed it, when there was one.
-    Failed {
-        code: Option<u16>,
-    },
+    Failed { code: Option<u16> },
 }
 
 /// Inputs to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The prompts of `Action::Play { id, .. }` played to the end (not sent after a stop).
     PromptFinished {
+        /// The id from the `Play` action.
         id: u64,
     },
+    /// One de-duplicated key press, with the method that carried it.
     Digit(DigitEvent),
     /// A deadline from [`Engine::poll_timeout`] has passed.
     Timeout,
+    /// The recording of `Action::StartRecording { id, .. }` is finalised on disk.
     RecordingDone {
+        /// The id from the `StartRecording` action.
         id: u64,
+        /// Audio length of the file.
         duration: Duration,
     },
+    /// The outcome of the last `Action::Transfer`.
     Transfer(TransferResult),
     /// The caller hung up.
     HangUp,
@@ -79,29 +89,44 @@ pub enum Event {
 /// Outputs of the engine, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Play these prompts back to back; with `barge_in` a key may stop them.
+    /// Play these prompts back to back; with `barge_in` a key may stop them. Report the end
+    /// with [`Event::PromptFinished`] carrying `id`.
     Play {
+        /// Names this playback in later events and actions.
         id: u64,
+        /// Files to play, already resolved for the call's language.
         prompts: Vec<PromptId>,
+        /// Whether the driver may cut the prompt short at a key (the engine stops it anyway).
         barge_in: bool,
     },
+    /// Stop playback `id` now; no `PromptFinished` is expected for it.
     StopPlayback {
+        /// The `Play` to stop.
         id: u64,
     },
     /// Record the caller into the recording named `field`; the driver stops at `max` or after
     /// `silence_end` of silence and reports [`Event::RecordingDone`].
     StartRecording {
+        /// Names this recording in later events and actions.
         id: u64,
+        /// The recording's name in the case (`message`).
         field: String,
+        /// Longest message.
         max: Duration,
+        /// Stop after this much silence, when set.
         silence_end: Option<Duration>,
     },
+    /// Stop recording `id` (end key or guard timer); then report `RecordingDone`.
     StopRecording {
+        /// The `StartRecording` to stop.
         id: u64,
     },
-    /// Blind transfer (REFER) to a target written in the plan.
+    /// Blind transfer (REFER, RFC 3515) to a target written in the plan; report the outcome
+    /// with [`Event::Transfer`].
     Transfer {
+        /// `sip:`/`sips:`/`tel:` URI from the plan.
         target: String,
+        /// `110`/`119`/`120`/`122` for an emergency hand-off.
         emergency: Option<String>,
         /// Extra headers for the REFER, e.g. `X-Case-Id`.
         headers: Vec<(String, String)>,
@@ -110,6 +135,7 @@ pub enum Action {
     },
     /// End the call (BYE) with this outcome; the last action of a call.
     HangUp {
+        /// Also in the journal.
         outcome: Outcome,
     },
 }
@@ -522,7 +548,9 @@ impl Engine {
     }
 
     fn max_ivr(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Done | Phase::Transferring) {
+        // A call already saying goodbye or being transferred is leaving anyway.
+        let leaving = matches!(self.node_def(), Some(NodeDef::Hangup(_)));
+        if leaving || matches!(self.phase, Phase::Done | Phase::Transferring) {
             return;
         }
         self.log(now, StepKind::MaxIvrTime);

@@ -118,13 +118,21 @@ pub enum GlobalAction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeDef {
+    /// Prompts, then the next node.
     Play(PlayNode),
+    /// A key choice.
     Menu(MenuNode),
+    /// A number typed by the caller.
     Collect(CollectNode),
+    /// The caller's voice message.
     Record(RecordNode),
+    /// Classification and fields, no audio.
     Set(SetNode),
+    /// A decision on time, calendar, fields or numbers, no audio.
     Branch(BranchNode),
+    /// Blind transfer to a target written in the plan.
     Transfer(TransferNode),
+    /// Goodbye and BYE.
     Hangup(HangupNode),
 }
 
