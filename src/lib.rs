@@ -4,6 +4,7 @@
 //! module holds the thin tokio drivers around it.
 
 pub mod config;
+pub mod dialplan;
 pub mod media;
 pub mod runtime;
 pub mod sip;
