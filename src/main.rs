@@ -30,6 +30,56 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Validate a dialplan: exit 0 when it may serve, 2 with file:line reasons when not.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        prompts: PromptsArg,
+    },
+    /// Walk a dialplan offline with a key sequence and print the path, prompts and outcome.
+    Simulate {
+        file: PathBuf,
+        /// Keys and pauses, e.g. "1,#,2" (see dialplans/README.md).
+        #[arg(long, default_value = "")]
+        keys: String,
+        /// Caller language, e.g. "en".
+        #[arg(long)]
+        language: Option<String>,
+        /// A caller who never presses anything.
+        #[arg(long)]
+        silence: bool,
+        #[command(flatten)]
+        prompts: PromptsArg,
+    },
+    /// Print the dialplan as a graph (Graphviz DOT, or Mermaid).
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        #[command(flatten)]
+        prompts: PromptsArg,
+    },
+    /// Run the test calls kept beside a plan (NAME.tests.toml).
+    Test {
+        file: PathBuf,
+        #[command(flatten)]
+        prompts: PromptsArg,
+    },
+    /// Ask a running ivrd to reload its dialplan (sends SIGHUP to the pid).
+    Reload { pid: i32 },
+}
+
+#[derive(clap::Args)]
+struct PromptsArg {
+    /// Prompt directory the plan's prompts are checked against.
+    #[arg(long, default_value = "prompts")]
+    prompts_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +89,91 @@ fn main() -> ExitCode {
             config,
             print_config,
         } => run(config, print_config),
+        Command::Check { file, prompts } => report(
+            ivrd::dialplan::check_file(&file, &prompts.prompts_dir),
+            |_| true,
+        ),
+        Command::Simulate {
+            file,
+            keys,
+            language,
+            silence,
+            prompts,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let wall = ivrd::dialplan::calendar::WallClock::from_unix(
+                i64::try_from(now).unwrap_or(0),
+                8 * 60,
+            );
+            let result = ivrd::dialplan::simulate::simulate_file(
+                &file,
+                &prompts.prompts_dir,
+                &keys,
+                language.as_deref(),
+                silence,
+                wall,
+            );
+            report(result, |_| true)
+        }
+        Command::Graph {
+            file,
+            format,
+            prompts,
+        } => match ivrd::dialplan::load_file(&file, &prompts.prompts_dir) {
+            Ok(plan) => {
+                match format {
+                    GraphFormat::Dot => print!("{}", ivrd::dialplan::graph::to_dot(&plan)),
+                    GraphFormat::Mermaid => print!("{}", ivrd::dialplan::graph::to_mermaid(&plan)),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Test { file, prompts } => report(
+            ivrd::dialplan::testcases::run_file(&file, &prompts.prompts_dir),
+            |r| r.passed(),
+        ),
+        Command::Reload { pid } => reload(pid),
+    }
+}
+
+/// Prints a report (exit 0 when `ok`, 1 when not) or an error (exit 2: bad input).
+fn report<R: std::fmt::Display, E: std::fmt::Display>(
+    result: Result<R, E>,
+    ok: impl Fn(&R) -> bool,
+) -> ExitCode {
+    match result {
+        Ok(r) => {
+            print!("{r}");
+            if ok(&r) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Sends SIGHUP to a running daemon, which reloads its dialplan.
+fn reload(pid: i32) -> ExitCode {
+    match std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+    {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        _ => {
+            eprintln!("ivrd: could not signal process {pid}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -76,6 +211,10 @@ fn run(path: Option<PathBuf>, print_config: bool) -> ExitCode {
     runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(s) => s,
+            Err(e @ ivrd::runtime::ServerError::Dialplan(_)) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 return ExitCode::from(1);

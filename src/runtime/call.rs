@@ -1,13 +1,16 @@
-//! One task per answered call: the driver of the call's [`MediaSession`]. It owns the RTP and
-//! RTCP sockets, wakes at the session's deadlines (absolute, so the 20 ms clock does not drift),
-//! and turns session events into SIP commands.
+//! One task per answered call: it drives the call's [`MediaSession`] (RTP, 20 ms clock, DTMF)
+//! and its dialplan [`Engine`], and turns their outputs into SIP commands. Deadlines are
+//! absolute, so the media clock does not drift.
 
+use crate::dialplan::calendar::WallClock;
+use crate::dialplan::{Action, CallStart, Engine, Event, LoadedPlan, TransferResult};
+use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::{PromptId, PromptLibrary};
 use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
 use crate::runtime::ports::RtpSockets;
 use crate::sip::sdp::{Direction, NegotiatedAudio};
-use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome};
+use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,19 +41,37 @@ pub enum CallEvent {
 /// What a call task asks of the SIP driver.
 #[derive(Debug)]
 pub enum CallCommand {
-    HangUp { call: CallHandle, reason: EndReason },
+    HangUp {
+        call: CallHandle,
+        reason: EndReason,
+    },
+    Transfer {
+        call: CallHandle,
+        request: TransferRequest,
+    },
 }
 
 /// What every call shares: prompts and media settings, loaded once.
 #[derive(Debug)]
 pub struct CallShared {
     pub prompts: PromptLibrary,
+    pub plans: crate::runtime::plans::PlanStore,
     pub media_timeout: Duration,
     pub cname: String,
 }
 
-/// Until the dialplan drives calls, each call plays this prompt (or a beep) and logs digits.
-const TEST_MODE_PROMPTS: [&str; 2] = ["zh-CN/welcome", PromptId::BEEP];
+/// Mean absolute sample value below which a frame counts as silence for "end on silence"
+/// (about -45 dBm0: quieter than speech, louder than a G.711 idle channel).
+const SILENCE_LEVEL: u32 = 120;
+
+/// A caller message being recorded for the engine.
+struct MessageInProgress {
+    id: u64,
+    started: Instant,
+    max: Duration,
+    silence_end: Option<Duration>,
+    silent_since: Option<Instant>,
+}
 
 /// Starts the task of an answered call.
 pub fn spawn(
@@ -88,6 +109,19 @@ fn session_params(
     }
 }
 
+/// The call's state machines and what ties them together.
+struct CallTask {
+    handle: CallHandle,
+    session: MediaSession,
+    engine: Engine,
+    shared: Arc<CallShared>,
+    commands: mpsc::Sender<CallCommand>,
+    /// The engine's current `Play` id, reported finished when the session's queue drains.
+    playing: Option<u64>,
+    message: Option<MessageInProgress>,
+    hangup_sent: bool,
+}
+
 async fn run(
     handle: CallHandle,
     info: CallInfo,
@@ -96,20 +130,18 @@ async fn run(
     commands: mpsc::Sender<CallCommand>,
     shared: Arc<CallShared>,
 ) {
-    let (Some(rtp), Some(rtcp)) = (
-        sockets
-            .as_ref()
-            .and_then(|s| s.rtp.try_clone().ok())
-            .and_then(|s| UdpSocket::from_std(s).ok()),
-        sockets
-            .as_ref()
-            .and_then(|s| s.rtcp.try_clone().ok())
-            .and_then(|s| UdpSocket::from_std(s).ok()),
-    ) else {
-        tracing::error!(
-            rtp_port = info.rtp_port,
-            "RTP sockets unavailable; hanging up"
-        );
+    let sockets = sockets.and_then(|s| {
+        Some((
+            UdpSocket::from_std(s.rtp).ok()?,
+            UdpSocket::from_std(s.rtcp).ok()?,
+        ))
+    });
+    let params = session_params(info.audio.as_ref(), info.our_direction, &shared);
+    let now = Instant::now();
+    let (Some((rtp, rtcp)), Ok(session)) =
+        (sockets, MediaSession::new(now, params, rand::random()))
+    else {
+        tracing::error!(rtp_port = info.rtp_port, "media unavailable; hanging up");
         let _ = commands
             .send(CallCommand::HangUp {
                 call: handle,
@@ -118,107 +150,296 @@ async fn run(
             .await;
         return;
     };
-    drop(sockets);
-    let params = session_params(info.audio.as_ref(), info.our_direction, &shared);
-    let mut session = match MediaSession::new(Instant::now(), params, rand::random()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start media");
-            let _ = commands
-                .send(CallCommand::HangUp {
-                    call: handle,
-                    reason: EndReason::LocalHangup,
-                })
-                .await;
-            return;
-        }
+    let plan = shared.plans.current();
+    let engine = Engine::new(plan.clone(), call_start(now, &info, &plan));
+    tracing::info!(plan = plan.name(), version = plan.version(), "IVR started");
+    let mut task = CallTask {
+        handle,
+        session,
+        engine,
+        shared,
+        commands,
+        playing: None,
+        message: None,
+        hangup_sent: false,
     };
-    if let Some(prompt) = TEST_MODE_PROMPTS.iter().find_map(|id| {
-        PromptId::new(id)
-            .ok()
-            .and_then(|id| shared.prompts.get(&id).cloned())
-    }) {
-        session.play(prompt);
-    }
+    task.apply_actions(now).await;
     let mut out = TickOutput::default();
     let (mut rtp_buf, mut rtcp_buf) = ([0u8; 2048], [0u8; 1500]);
     let end = loop {
-        let deadline = tokio::time::Instant::from_std(session.poll_timeout());
+        let mut deadline = task.session.poll_timeout();
+        if let Some(at) = task.engine.poll_timeout() {
+            deadline = deadline.min(at);
+        }
         tokio::select! {
             event = events.recv() => match event {
                 None => break EndReason::Shutdown,
                 Some(CallEvent::Ended { reason }) => break reason,
-                Some(CallEvent::MediaChanged { audio, our_direction }) => {
-                    tracing::debug!(codec = audio.codec.name(), direction = our_direction.as_str(), "media changed");
-                    session.update(Instant::now(), session_params(Some(&audio), our_direction, &shared));
-                }
-                Some(CallEvent::Transfer { outcome }) => tracing::info!(?outcome, "transfer ended"),
-                Some(CallEvent::Info { content_type, body }) => {
-                    if !session.on_info(Instant::now(), &content_type, &body) {
-                        tracing::debug!(%content_type, "INFO without DTMF ignored");
-                    }
-                }
+                Some(event) => task.on_call_event(event),
             },
             received = rtp.recv_from(&mut rtp_buf) => {
                 if let Ok((n, source)) = received {
-                    session.on_rtp(Instant::now(), source, &rtp_buf[..n]);
+                    task.session.on_rtp(Instant::now(), source, &rtp_buf[..n]);
                 }
             }
             received = rtcp.recv_from(&mut rtcp_buf) => {
                 if let Ok((n, _)) = received {
-                    session.on_rtcp(Instant::now(), &rtcp_buf[..n]);
+                    task.session.on_rtcp(Instant::now(), &rtcp_buf[..n]);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 let now = Instant::now();
-                while session.handle_timeout(now, ntp_now(), rand::random(), &mut out) {
+                while task.session.handle_timeout(now, ntp_now(), rand::random(), &mut out) {
                     send(&rtp, &out.rtp[..out.rtp_len], out.rtp_to).await;
                     send(&rtcp, &out.rtcp[..out.rtcp_len], out.rtcp_to).await;
+                    if out.ticked {
+                        task.on_tick(now, &out.caller);
+                    }
+                }
+                if task.engine.poll_timeout().is_some_and(|at| at <= now) {
+                    task.engine.handle(now, Event::Timeout);
                 }
             }
         }
-        if let Some(reason) = handle_events(&mut session) {
-            let _ = commands
-                .send(CallCommand::HangUp {
-                    call: handle,
-                    reason,
-                })
-                .await;
-        }
+        let now = Instant::now();
+        task.on_media_events(now);
+        task.apply_actions(now).await;
     };
-    if let Some((n, to)) = session.goodbye(Instant::now(), ntp_now(), &mut rtcp_buf) {
-        send(&rtcp, &rtcp_buf[..n], Some(to)).await;
-    }
-    let stats = session.receiver();
-    tracing::info!(
-        reason = end.as_str(),
-        rtp_in = stats.packets(),
-        lost = stats.lost(),
-        jitter_ms = f64::from(stats.jitter()) / 8.0,
-        rtp_out = session.counters().packets_sent,
-        "media ended"
-    );
+    task.finish(end, &rtcp, &mut rtcp_buf).await;
 }
 
-/// Logs digits (test mode until the dialplan drives the call); returns a reason to hang up.
-fn handle_events(session: &mut MediaSession) -> Option<EndReason> {
-    let mut hang_up = None;
-    while let Some(event) = session.poll_event() {
+fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan) -> CallStart {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let number = |uri: &str| {
+        crate::sip::uri::SipUri::parse(uri)
+            .ok()
+            .and_then(|u| u.number())
+            .unwrap_or_default()
+    };
+    CallStart {
+        now,
+        caller: number(&info.caller),
+        called: number(&info.called),
+        trunk: Some(info.trunk.to_string()),
+        wall: WallClock::from_unix(i64::try_from(unix).unwrap_or(0), plan.utc_offset_minutes),
+        case_id: None,
+        language: None,
+    }
+}
+
+impl CallTask {
+    fn on_call_event(&mut self, event: CallEvent) {
+        let now = Instant::now();
         match event {
-            MediaEvent::Digit(d) => {
-                tracing::info!(digit = %d.digit, method = d.method.as_str(), "DTMF")
+            CallEvent::MediaChanged {
+                audio,
+                our_direction,
+            } => {
+                tracing::debug!(
+                    codec = audio.codec.name(),
+                    direction = our_direction.as_str(),
+                    "media changed"
+                );
+                self.session.update(
+                    now,
+                    session_params(Some(&audio), our_direction, &self.shared),
+                );
             }
-            MediaEvent::PromptFinished(id) => {
-                tracing::debug!(prompt = id.as_str(), "prompt finished")
+            CallEvent::Info { content_type, body } => {
+                if !self.session.on_info(now, &content_type, &body) {
+                    tracing::debug!(%content_type, "INFO without DTMF ignored");
+                }
             }
-            MediaEvent::MediaTimeout => {
-                tracing::info!("no RTP from the caller within the media timeout");
-                hang_up = Some(EndReason::MediaTimeout);
+            CallEvent::Transfer { outcome } => {
+                let result = match outcome {
+                    TransferOutcome::Succeeded => TransferResult::Accepted,
+                    TransferOutcome::Failed { code } => TransferResult::Failed { code },
+                };
+                self.engine.handle(now, Event::Transfer(result));
             }
-            MediaEvent::RemoteBye => tracing::debug!("caller sent RTCP BYE"),
+            CallEvent::Ended { .. } => {}
         }
     }
-    hang_up
+
+    fn on_media_events(&mut self, now: Instant) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                MediaEvent::Digit(d) => {
+                    tracing::info!(digit = %d.digit, method = d.method.as_str(), "DTMF");
+                    self.engine.handle(now, Event::Digit(d));
+                }
+                MediaEvent::PromptFinished(_) => {
+                    if let (Some(id), false) = (self.playing, self.session.is_playing()) {
+                        self.playing = None;
+                        self.engine.handle(now, Event::PromptFinished { id });
+                    }
+                }
+                MediaEvent::MediaTimeout => {
+                    tracing::info!("no RTP from the caller within the media timeout");
+                    self.engine.handle(now, Event::HangUp);
+                    self.request_hangup(EndReason::MediaTimeout);
+                }
+                MediaEvent::RemoteBye => tracing::debug!("caller sent RTCP BYE"),
+            }
+        }
+    }
+
+    /// Per 20 ms tick: the caller's message recording and its end-on-silence/maximum.
+    fn on_tick(&mut self, now: Instant, caller: &[i16; FRAME_SAMPLES]) {
+        let Some(msg) = self.message.as_mut() else {
+            return;
+        };
+        let level = caller
+            .iter()
+            .map(|s| u32::from(s.unsigned_abs()))
+            .sum::<u32>()
+            / FRAME_SAMPLES as u32;
+        if level >= SILENCE_LEVEL {
+            msg.silent_since = None;
+        } else if msg.silent_since.is_none() {
+            msg.silent_since = Some(now);
+        }
+        let silent_too_long = matches!((msg.silence_end, msg.silent_since), (Some(limit), Some(since)) if now >= since + limit);
+        if silent_too_long || now >= msg.started + msg.max {
+            self.stop_message(now);
+        }
+    }
+
+    fn stop_message(&mut self, now: Instant) {
+        if let Some(msg) = self.message.take() {
+            let duration = now.saturating_duration_since(msg.started);
+            tracing::info!(
+                duration_ms = duration.as_millis() as u64,
+                "caller message recorded"
+            );
+            self.engine.handle(
+                now,
+                Event::RecordingDone {
+                    id: msg.id,
+                    duration,
+                },
+            );
+        }
+    }
+
+    async fn apply_actions(&mut self, now: Instant) {
+        // Stopping a recording feeds the engine again, which may queue more actions.
+        for _ in 0..64 {
+            let Some(action) = self.engine.poll_action() else {
+                return;
+            };
+            match action {
+                Action::Play { id, prompts, .. } => self.play(id, &prompts),
+                Action::StopPlayback { .. } => {
+                    self.session.stop_playback();
+                    self.playing = None;
+                }
+                Action::StartRecording {
+                    id,
+                    field,
+                    max,
+                    silence_end,
+                } => {
+                    tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
+                    self.message = Some(MessageInProgress {
+                        id,
+                        started: now,
+                        max,
+                        silence_end,
+                        silent_since: None,
+                    });
+                }
+                Action::StopRecording { .. } => self.stop_message(now),
+                Action::Transfer {
+                    target,
+                    emergency,
+                    headers,
+                    user_to_user,
+                } => {
+                    tracing::info!(%target, emergency = emergency.as_deref().unwrap_or(""), "transfer requested by the plan");
+                    let request = TransferRequest {
+                        target,
+                        headers,
+                        user_to_user: user_to_user.into_bytes(),
+                    };
+                    let _ = self
+                        .commands
+                        .send(CallCommand::Transfer {
+                            call: self.handle,
+                            request,
+                        })
+                        .await;
+                }
+                Action::HangUp { outcome } => {
+                    tracing::info!(outcome = outcome.as_str(), "IVR finished");
+                    self.request_hangup(EndReason::LocalHangup);
+                }
+            }
+        }
+        tracing::warn!("dialplan produced too many actions at once; continuing next turn");
+    }
+
+    fn play(&mut self, id: u64, prompts: &[crate::dialplan::PromptId]) {
+        self.session.stop_playback();
+        let mut queued = 0;
+        for prompt in prompts {
+            let key = format!("{}/{}", prompt.language, prompt.name);
+            match PromptId::new(&key)
+                .ok()
+                .and_then(|k| self.shared.prompts.get(&k).cloned())
+            {
+                Some(p) => {
+                    self.session.play(p);
+                    queued += 1;
+                }
+                None => tracing::warn!(prompt = %key, "prompt not loaded; skipped"),
+            }
+        }
+        if queued == 0 {
+            // Nothing to play: the engine must not wait for a prompt that never ends.
+            self.engine
+                .handle(Instant::now(), Event::PromptFinished { id });
+        } else {
+            self.playing = Some(id);
+        }
+    }
+
+    fn request_hangup(&mut self, reason: EndReason) {
+        if !self.hangup_sent {
+            self.hangup_sent = true;
+            let _ = self.commands.try_send(CallCommand::HangUp {
+                call: self.handle,
+                reason,
+            });
+        }
+    }
+
+    async fn finish(&mut self, end: EndReason, rtcp: &UdpSocket, buf: &mut [u8]) {
+        let now = Instant::now();
+        self.stop_message(now);
+        if !self.engine.is_done() {
+            self.engine.handle(now, Event::HangUp);
+        }
+        if let Some((n, to)) = self.session.goodbye(now, ntp_now(), buf) {
+            send(rtcp, &buf[..n], Some(to)).await;
+        }
+        let journal = self.engine.journal();
+        let path: Vec<&str> = journal.nodes_visited();
+        let stats = self.session.receiver();
+        tracing::info!(
+            reason = end.as_str(),
+            outcome = journal.outcome.as_ref().map_or("none", |o| o.as_str()),
+            path = %path.join(">"),
+            rtp_in = stats.packets(),
+            lost = stats.lost(),
+            jitter_ms = f64::from(stats.jitter()) / 8.0,
+            rtp_out = self.session.counters().packets_sent,
+            "call finished"
+        );
+    }
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], to: Option<SocketAddr>) {

@@ -27,11 +27,14 @@ pub enum ServerError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("dialplan refused: {0}")]
+    Dialplan(#[from] crate::dialplan::DialplanError),
 }
 
 /// A bound, not yet running server. Binding first lets tests use port 0 and read the ports.
 pub struct Server {
     config: Config,
+    plans: crate::runtime::plans::PlanStore,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
 }
@@ -63,7 +66,14 @@ impl Server {
             tcp.push(t);
         }
         config.rtp_port_range().map_err(ServerError::Config)?;
-        Ok(Server { config, udp, tcp })
+        let plans =
+            crate::runtime::plans::PlanStore::load(&config.dialplan.path, &config.prompts.dir)?;
+        Ok(Server {
+            config,
+            plans,
+            udp,
+            tcp,
+        })
     }
 
     /// The bound UDP addresses.
@@ -120,8 +130,11 @@ impl Server {
             }
         };
         tracing::info!(prompts = prompts.len(), dir = %self.config.prompts.dir.display(), "prompts loaded");
+        let plan = self.plans.current();
+        tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan loaded");
         let shared = Arc::new(CallShared {
             prompts,
+            plans: self.plans,
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             cname: format!("ivrd@{bind_ip}"),
         });
@@ -159,6 +172,7 @@ impl SipDriver {
         shutdown: CancellationToken,
     ) {
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<CallCommand>(1024);
+        let mut hangup = SighupStream::new();
         let mut drain_deadline: Option<Instant> = None;
         let mut hung_up_all = false;
         loop {
@@ -177,8 +191,15 @@ impl SipDriver {
                     CallCommand::HangUp { call, reason } => {
                         self.endpoint.hang_up(Instant::now(), call, reason, &mut self.ports);
                     }
+                    CallCommand::Transfer { call, request } => {
+                        if !self.endpoint.transfer(Instant::now(), call, &request) {
+                            let outcome = crate::sip::uas::TransferOutcome::Failed { code: None };
+                            self.to_call(call, CallEvent::Transfer { outcome });
+                        }
+                    }
                 },
                 _ = sleep_until(timer) => self.endpoint.handle_timeout(Instant::now(), &mut self.ports),
+                _ = hangup.recv() => self.reload_plan(),
                 _ = sleep_until(drain_deadline.filter(|_| !hung_up_all)) => {
                     tracing::info!(active_calls = self.endpoint.active_calls(), "drain time over; hanging up");
                     self.endpoint.hang_up_all(Instant::now(), &mut self.ports);
@@ -281,6 +302,18 @@ impl SipDriver {
         }
     }
 
+    /// SIGHUP: a valid plan serves new calls; an invalid one is refused and the old one stays.
+    fn reload_plan(&self) {
+        match self.shared.plans.reload() {
+            Ok(plan) => {
+                tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan reloaded; new calls use it")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dialplan reload refused; the previous plan keeps serving")
+            }
+        }
+    }
+
     fn to_call(&self, call: CallHandle, event: CallEvent) {
         if let Some(tx) = self.calls.get(&call) {
             if tx.try_send(event).is_err() {
@@ -332,4 +365,24 @@ fn route_source(peer: IpAddr) -> Option<IpAddr> {
     let socket = StdUdpSocket::bind(any).ok()?;
     socket.connect(SocketAddr::new(peer, 9)).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// SIGHUP as a stream; never fires where the handler cannot be installed.
+struct SighupStream(Option<tokio::signal::unix::Signal>);
+
+impl SighupStream {
+    fn new() -> Self {
+        SighupStream(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+    }
+
+    async fn recv(&mut self) {
+        match self.0.as_mut() {
+            Some(sig) => {
+                if sig.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
