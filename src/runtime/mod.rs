@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod ports;
+pub mod recorder;
 pub mod server;
 pub mod transport;
 
