@@ -3,6 +3,7 @@
 pub mod call;
 pub mod ports;
 pub mod recorder;
+pub mod recording_repair;
 pub mod server;
 pub mod transport;
 
