@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use crate::media::g711::FRAME_SAMPLES;
 
 pub use name::{MAX_SAFE_ID_LEN, RECORDINGS_DIR, RecordingDate, RecordingName, safe_file_stem};
-pub use writer::{RecordingWriter, WriterStats, WriterStatsSnapshot, WriterWorker};
+pub use writer::{RecordingWriter, WriterStatsSnapshot, WriterWorker};
 
 pub(crate) use name::hex;
 pub(crate) use writer::rename_durably;

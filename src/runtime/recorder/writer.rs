@@ -91,7 +91,7 @@ pub(crate) enum WriterMsg {
 
 /// Writer-wide counters (monotonic totals), updated with relaxed atomics off the packet path.
 #[derive(Debug, Default)]
-pub struct WriterStats {
+pub(crate) struct WriterStats {
     frames_dropped: AtomicU64,
     recordings_failed: AtomicU64,
     recordings_abandoned: AtomicU64,
@@ -113,7 +113,7 @@ pub struct WriterStatsSnapshot {
 
 impl WriterStats {
     /// The counters' current values.
-    pub fn snapshot(&self) -> WriterStatsSnapshot {
+    pub(crate) fn snapshot(&self) -> WriterStatsSnapshot {
         WriterStatsSnapshot {
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             recordings_failed: self.recordings_failed.load(Ordering::Relaxed),
