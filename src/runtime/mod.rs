@@ -3,6 +3,8 @@
 pub mod call;
 pub mod plans;
 pub mod ports;
+pub mod recorder;
+pub mod recording_repair;
 pub mod server;
 pub mod transport;
 

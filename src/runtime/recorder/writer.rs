@@ -1,0 +1,612 @@
+//! The recording writer: one thread that owns every open recording file and does all disk work.
+//!
+//! Messages arrive in order on one bounded channel, so a recording's blocks, its finish and any
+//! drain barrier are handled in the order the call sent them. Blocking IO here (fsync, rename,
+//! reading a file back for its hash) delays other recordings' blocks, never a call: the queue
+//! absorbs it, and when it overflows the calls drop blocks rather than wait.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use hound::{SampleFormat, WavSpec, WavWriter};
+use sha2::{Digest, Sha256};
+
+use super::{
+    FRAME_MS, MONO_FORMAT, Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE,
+    STEREO_FORMAT, hex,
+};
+use crate::media::g711::FRAME_SAMPLES;
+
+/// Samples in one block: 0.5 s of stereo or 1 s of mono (16 KiB).
+pub(crate) const BLOCK_SAMPLES: usize = 8_000;
+/// Frames of audio between two header flushes (1 s).
+const FLUSH_EVERY_FRAMES: u64 = 50;
+/// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
+const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 1024;
+
+/// A fixed run of interleaved samples on its way from a call to the writer.
+#[derive(Debug)]
+pub(crate) struct Block {
+    /// Index (in 20 ms frames since the start) of the first frame in `samples`.
+    pub(crate) first_frame: u64,
+    /// Samples in use.
+    pub(crate) len: usize,
+    pub(crate) samples: [i16; BLOCK_SAMPLES],
+}
+
+impl Block {
+    pub(crate) fn new_boxed(first_frame: u64) -> Box<Block> {
+        Box::new(Block {
+            first_frame,
+            len: 0,
+            samples: [0; BLOCK_SAMPLES],
+        })
+    }
+
+    pub(crate) fn reset(&mut self, first_frame: u64) {
+        self.first_frame = first_frame;
+        self.len = 0;
+    }
+
+    pub(crate) fn frames(&self, channels: usize) -> usize {
+        self.len / (FRAME_SAMPLES * channels)
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<RecordingSummary, RecordingError>>;
+
+/// What a recorder handle asks of the writer.
+pub(crate) enum WriterMsg {
+    Open {
+        id: u64,
+        relative: PathBuf,
+        channels: usize,
+        recycle: SyncSender<Box<Block>>,
+        progress: Arc<Progress>,
+    },
+    Block {
+        id: u64,
+        block: Box<Block>,
+    },
+    Finish {
+        id: u64,
+        tail: Option<Box<Block>>,
+        frames_total: u64,
+        dropped_frames: u64,
+        reply: Reply,
+    },
+    Abandon {
+        id: u64,
+        tail: Option<Box<Block>>,
+    },
+    Barrier {
+        done: SyncSender<()>,
+    },
+}
+
+/// Writer-wide counters (monotonic totals), updated with relaxed atomics off the packet path.
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    frames_dropped: AtomicU64,
+    recordings_failed: AtomicU64,
+    recordings_abandoned: AtomicU64,
+    recordings_finished: AtomicU64,
+}
+
+/// A copy of [`WriterStats`] at one moment, for the metrics registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStatsSnapshot {
+    /// Frames dropped by calls because the writer's queue was full (silence in the files).
+    pub frames_dropped: u64,
+    /// Recordings whose `finish` returned an error.
+    pub recordings_failed: u64,
+    /// Recordings dropped without `finish`, left as `.wav.part` for start-up repair.
+    pub recordings_abandoned: u64,
+    /// Recordings finished and renamed to `.wav`.
+    pub recordings_finished: u64,
+}
+
+impl WriterStats {
+    /// The counters' current values.
+    pub(crate) fn snapshot(&self) -> WriterStatsSnapshot {
+        WriterStatsSnapshot {
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            recordings_failed: self.recordings_failed.load(Ordering::Relaxed),
+            recordings_abandoned: self.recordings_abandoned.load(Ordering::Relaxed),
+            recordings_finished: self.recordings_finished.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Cloneable handle to the writer thread; give one to every call task.
+#[derive(Debug, Clone)]
+pub struct RecordingWriter {
+    tx: SyncSender<WriterMsg>,
+    storage_dir: Arc<PathBuf>,
+    next_id: Arc<AtomicU64>,
+    stats: Arc<WriterStats>,
+}
+
+/// The writer's loop, not yet running: [`RecordingWriter::spawn`] runs it on its own thread;
+/// tests may hold it back to fill the queue.
+pub struct WriterWorker {
+    rx: Receiver<WriterMsg>,
+    storage_dir: Arc<PathBuf>,
+    stats: Arc<WriterStats>,
+    open: HashMap<u64, OpenRecording>,
+}
+
+impl std::fmt::Debug for WriterMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterMsg")
+    }
+}
+
+impl RecordingWriter {
+    /// Starts the writer thread for recordings under `storage_dir` with room for `queue_blocks`
+    /// queued messages (each call sends one per 0.5 s; size it for ~2 s of all calls).
+    pub fn spawn(storage_dir: &Path, queue_blocks: usize) -> Result<Self, RecordingError> {
+        let (writer, worker) = Self::new(storage_dir, queue_blocks);
+        std::thread::Builder::new()
+            .name("ivrd-recorder".into())
+            .spawn(move || worker.run())
+            .map_err(|source| RecordingError::SpawnWriter {
+                path: storage_dir.to_path_buf(),
+                source,
+            })?;
+        Ok(writer)
+    }
+
+    /// A writer handle and its loop, not started; the loop ends when every handle (and every
+    /// recorder made from one) is dropped.
+    pub fn new(storage_dir: &Path, queue_blocks: usize) -> (Self, WriterWorker) {
+        let (tx, rx) = sync_channel(queue_blocks.max(1));
+        let storage_dir = Arc::new(storage_dir.to_path_buf());
+        let stats = Arc::new(WriterStats::default());
+        let worker = WriterWorker {
+            rx,
+            storage_dir: Arc::clone(&storage_dir),
+            stats: Arc::clone(&stats),
+            open: HashMap::new(),
+        };
+        let writer = RecordingWriter {
+            tx,
+            storage_dir,
+            next_id: Arc::new(AtomicU64::new(1)),
+            stats,
+        };
+        (writer, worker)
+    }
+
+    /// The writer's counters, for metrics.
+    pub fn stats(&self) -> WriterStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The folder recordings are written under.
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage_dir
+    }
+
+    /// Waits until every message sent before this call has been handled (for drain at shutdown
+    /// and for tests). Do not call from an async task: it blocks.
+    pub fn drain_blocking(&self) -> Result<(), RecordingError> {
+        let (done, wait) = sync_channel(1);
+        let gone = || RecordingError::WriterGone {
+            path: self.storage_dir.to_path_buf(),
+        };
+        self.tx
+            .send(WriterMsg::Barrier { done })
+            .map_err(|_| gone())?;
+        wait.recv().map_err(|_| gone())
+    }
+
+    pub(crate) fn open(
+        &self,
+        name: &RecordingName,
+        channels: usize,
+        recycle: SyncSender<Box<Block>>,
+        progress: Arc<Progress>,
+    ) -> Result<u64, RecordingError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let relative = name.relative_wav();
+        let msg = WriterMsg::Open {
+            id,
+            relative: relative.clone(),
+            channels,
+            recycle,
+            progress,
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(id),
+            Err(TrySendError::Full(_)) => Err(RecordingError::WriterBusy { path: relative }),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(RecordingError::WriterGone { path: relative })
+            }
+        }
+    }
+
+    pub(crate) fn try_send(&self, msg: WriterMsg) -> Result<(), TrySendError<WriterMsg>> {
+        self.tx.try_send(msg)
+    }
+
+    pub(crate) fn count_dropped(&self, frames: u64) {
+        self.stats
+            .frames_dropped
+            .fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// Sends a message that must arrive (a finish): if the queue is full, waits for room on a
+    /// blocking-pool thread instead of the call's task.
+    pub(crate) async fn send_async(&self, msg: WriterMsg) -> Result<(), RecordingError> {
+        let gone = || RecordingError::WriterGone {
+            path: self.storage_dir.to_path_buf(),
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(gone()),
+            Err(TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                match tokio::task::spawn_blocking(move || tx.send(msg)).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(gone()),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn send_blocking(&self, msg: WriterMsg) -> Result<(), RecordingError> {
+        self.tx.send(msg).map_err(|_| RecordingError::WriterGone {
+            path: self.storage_dir.to_path_buf(),
+        })
+    }
+}
+
+/// One recording file the writer has open.
+struct OpenRecording {
+    relative: PathBuf,
+    part: PathBuf,
+    final_path: PathBuf,
+    channels: usize,
+    /// `None` once an IO error happened (kept in `error`) or before the file could be made.
+    wav: Option<WavWriter<File>>,
+    /// A second handle on the same file, to fsync it after hound has finalised the header.
+    sync_file: Option<File>,
+    error: Option<RecordingError>,
+    frames_written: u64,
+    frames_at_flush: u64,
+    frames_dropped: u64,
+    recycle: SyncSender<Box<Block>>,
+    progress: Arc<Progress>,
+}
+
+impl WriterWorker {
+    /// Handles messages until every sender is gone, then closes what is still open (as `.part`).
+    pub fn run(mut self) {
+        while let Ok(msg) = self.rx.recv() {
+            self.handle(msg);
+        }
+        for (_, mut rec) in self.open.drain() {
+            rec.flush();
+        }
+    }
+
+    fn handle(&mut self, msg: WriterMsg) {
+        match msg {
+            WriterMsg::Open {
+                id,
+                relative,
+                channels,
+                recycle,
+                progress,
+            } => {
+                // A failed open is kept (with its error) so that `finish` can report it.
+                let rec =
+                    OpenRecording::create(&self.storage_dir, relative, channels, recycle, progress);
+                self.open.insert(id, rec);
+            }
+            WriterMsg::Block { id, block } => {
+                if let Some(rec) = self.open.get_mut(&id) {
+                    rec.append(&block);
+                    // The recorder may be gone or already have its spare: then the block is freed.
+                    let _ = rec.recycle.try_send(block);
+                }
+            }
+            WriterMsg::Finish {
+                id,
+                tail,
+                frames_total,
+                dropped_frames,
+                reply,
+            } => self.finish(id, tail, frames_total, dropped_frames, reply),
+            WriterMsg::Abandon { id, tail } => {
+                if let Some(mut rec) = self.open.remove(&id) {
+                    if let Some(tail) = tail {
+                        rec.append(&tail);
+                    }
+                    rec.flush();
+                    self.stats
+                        .recordings_abandoned
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            WriterMsg::Barrier { done } => {
+                // The waiter may have given up; nothing to do then.
+                let _ = done.try_send(());
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        id: u64,
+        tail: Option<Box<Block>>,
+        frames_total: u64,
+        dropped_frames: u64,
+        reply: Reply,
+    ) {
+        let result = match self.open.remove(&id) {
+            Some(mut rec) => {
+                if let Some(tail) = tail {
+                    rec.append(&tail);
+                }
+                rec.pad_to(frames_total);
+                rec.close(dropped_frames)
+            }
+            None => Err(RecordingError::WriterGone {
+                path: self.storage_dir.to_path_buf(),
+            }),
+        };
+        match &result {
+            Ok(_) => &self.stats.recordings_finished,
+            Err(_) => &self.stats.recordings_failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        // The call may have stopped waiting; the file is finished either way.
+        let _ = reply.send(result);
+    }
+}
+
+impl OpenRecording {
+    fn create(
+        storage_dir: &Path,
+        relative: PathBuf,
+        channels: usize,
+        recycle: SyncSender<Box<Block>>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        let final_path = storage_dir.join(&relative);
+        let mut part = final_path.clone().into_os_string();
+        part.push(".part");
+        let mut rec = OpenRecording {
+            relative,
+            part: PathBuf::from(part),
+            final_path,
+            channels,
+            wav: None,
+            sync_file: None,
+            error: None,
+            frames_written: 0,
+            frames_at_flush: 0,
+            frames_dropped: 0,
+            recycle,
+            progress,
+        };
+        if let Err(e) = rec.create_file() {
+            rec.error = Some(e);
+        }
+        rec
+    }
+
+    fn create_file(&mut self) -> Result<(), RecordingError> {
+        if let Some(dir) = self.part.parent() {
+            fs::create_dir_all(dir).map_err(|source| RecordingError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        if self.final_path.exists() {
+            return Err(RecordingError::AlreadyExists {
+                path: self.final_path.clone(),
+            });
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.part)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => RecordingError::AlreadyExists {
+                    path: self.part.clone(),
+                },
+                _ => RecordingError::Create {
+                    path: self.part.clone(),
+                    source: hound::Error::IoError(source),
+                },
+            })?;
+        let sync_file = file.try_clone().map_err(|source| RecordingError::Create {
+            path: self.part.clone(),
+            source: hound::Error::IoError(source),
+        })?;
+        let spec = WavSpec {
+            channels: self.channels as u16,
+            sample_rate: SAMPLE_RATE,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        let wav = WavWriter::new(file, spec).map_err(|source| RecordingError::Create {
+            path: self.part.clone(),
+            source,
+        })?;
+        self.wav = Some(wav);
+        self.sync_file = Some(sync_file);
+        Ok(())
+    }
+
+    fn frame_bytes(&self) -> u64 {
+        (FRAME_SAMPLES * self.channels * 2) as u64
+    }
+
+    /// Writes `block` at its place in time: a gap before it (dropped blocks) becomes silence.
+    fn append(&mut self, block: &Block) {
+        self.pad_to(block.first_frame);
+        let samples = &block.samples[..block.len];
+        if !self.write_samples(samples.len() as u64, samples.iter().copied()) {
+            self.frames_dropped += block.frames(self.channels) as u64;
+        }
+    }
+
+    /// Writes silence up to frame `frames`, so the file has the call's length.
+    fn pad_to(&mut self, frames: u64) {
+        let per_frame = (FRAME_SAMPLES * self.channels) as u64;
+        let chunk_frames = BLOCK_SAMPLES as u64 / per_frame;
+        // In block-sized pieces: hound sizes its buffer to one write.
+        while self.wav.is_some() && self.frames_written < frames {
+            let n = (frames - self.frames_written).min(chunk_frames) * per_frame;
+            if !self.write_samples(n, std::iter::repeat_n(0i16, n as usize)) {
+                // Size limit reached: the rest is counted as dropped.
+                self.frames_dropped += frames - self.frames_written;
+                return;
+            }
+        }
+    }
+
+    /// Appends `count` samples (whole frames); false if they did not fit under the WAV size
+    /// limit. After an IO error the recording is failed and writes are skipped (returns true:
+    /// nothing is "dropped", the error reports it).
+    fn write_samples(&mut self, count: u64, samples: impl Iterator<Item = i16>) -> bool {
+        let frames = count / (FRAME_SAMPLES * self.channels) as u64;
+        let frame_bytes = self.frame_bytes();
+        let Some(wav) = self.wav.as_mut() else {
+            return true;
+        };
+        if frames == 0 {
+            return true;
+        }
+        if (self.frames_written + frames) * frame_bytes > MAX_DATA_BYTES {
+            return false;
+        }
+        let mut out = wav.get_i16_writer(count as u32);
+        for s in samples {
+            out.write_sample(s);
+        }
+        if let Err(source) = out.flush() {
+            self.fail(source);
+            return true;
+        }
+        self.frames_written += frames;
+        if self.frames_written - self.frames_at_flush >= FLUSH_EVERY_FRAMES {
+            self.flush();
+        }
+        true
+    }
+
+    /// Updates the header so the `.part` is a valid WAV up to here (hound's checkpoint).
+    fn flush(&mut self) {
+        let Some(wav) = self.wav.as_mut() else {
+            return;
+        };
+        match wav.flush() {
+            Ok(()) => {
+                self.frames_at_flush = self.frames_written;
+                self.progress
+                    .frames_flushed
+                    .store(self.frames_written, Ordering::Release);
+            }
+            Err(source) => self.fail(source),
+        }
+    }
+
+    fn fail(&mut self, source: hound::Error) {
+        self.wav = None;
+        self.error = Some(RecordingError::Write {
+            path: self.part.clone(),
+            source,
+        });
+    }
+
+    /// Finalises the header, fsyncs, renames `.part` → `.wav`, fsyncs the folder and hashes.
+    fn close(mut self, dropped_frames: u64) -> Result<RecordingSummary, RecordingError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let (Some(wav), Some(file)) = (self.wav.take(), self.sync_file.take()) else {
+            return Err(RecordingError::WriterGone { path: self.part });
+        };
+        wav.finalize().map_err(|source| RecordingError::Write {
+            path: self.part.clone(),
+            source,
+        })?;
+        sync(&file, &self.part)?;
+        drop(file);
+        if self.final_path.exists() {
+            return Err(RecordingError::AlreadyExists {
+                path: self.final_path,
+            });
+        }
+        rename_durably(&self.part, &self.final_path)?;
+        let (bytes, sha256) = hash_file(&self.final_path)?;
+        Ok(RecordingSummary {
+            path: self.final_path,
+            relative_path: self.relative,
+            duration_ms: self.frames_written * FRAME_MS,
+            bytes,
+            sha256,
+            format: if self.channels == 2 {
+                STEREO_FORMAT
+            } else {
+                MONO_FORMAT
+            },
+            dropped_frames: dropped_frames + self.frames_dropped,
+        })
+    }
+}
+
+fn sync(file: &File, path: &Path) -> Result<(), RecordingError> {
+    file.sync_all().map_err(|source| RecordingError::Sync {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Renames `from` to `to` and fsyncs the folder, so the new name survives a power cut.
+pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<(), RecordingError> {
+    fs::rename(from, to).map_err(|source| RecordingError::Rename {
+        path: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    })?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let dir_file = File::open(dir).map_err(|source| RecordingError::Sync {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    sync(&dir_file, dir)
+}
+
+/// Size and SHA-256 (hex) of a file, read in 64 KiB pieces.
+fn hash_file(path: &Path) -> Result<(u64, String), RecordingError> {
+    let err = |source| RecordingError::Hash {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(e)),
+        };
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex(&hasher.finalize())))
+}
