@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod media;
+pub mod metrics;
 pub mod runtime;
 pub mod sip;
