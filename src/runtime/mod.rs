@@ -1,6 +1,7 @@
 //! The tokio drivers around the sans-IO core: sockets, timers, tasks.
 
 pub mod call;
+pub mod http;
 pub mod ports;
 pub mod server;
 pub mod transport;
