@@ -166,30 +166,47 @@ mod tests {
         (status, head.to_ascii_lowercase(), body.to_owned())
     }
 
-    async fn start() -> (
-        std::net::SocketAddr,
-        Arc<Metrics>,
-        Readiness,
-        CancellationToken,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let metrics = Metrics::new().unwrap();
-        let ready = Readiness::new();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(
-            listener,
-            metrics.clone(),
-            ready.clone(),
-            stop.clone(),
-        ));
-        (addr, metrics, ready, stop, task)
+    /// A server on an ephemeral loopback port and the handles a test drives it with.
+    struct Running {
+        addr: std::net::SocketAddr,
+        metrics: Arc<Metrics>,
+        ready: Readiness,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Running {
+        async fn start() -> Running {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let metrics = Metrics::new().unwrap();
+            let ready = Readiness::new();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(serve(
+                listener,
+                metrics.clone(),
+                ready.clone(),
+                stop.clone(),
+            ));
+            Running {
+                addr,
+                metrics,
+                ready,
+                stop,
+                task,
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]
     async fn metrics_endpoint_serves_the_registry_as_text() {
-        let (addr, metrics, _ready, stop, task) = start().await;
+        let srv = Running::start().await;
+        let (addr, metrics) = (srv.addr, srv.metrics.clone());
         metrics.media_timeout();
         metrics.media_timeout();
         let (status, head, body) = get(addr, "/metrics").await;
@@ -202,23 +219,23 @@ mod tests {
             body.lines().any(|l| l == "ivrd_media_timeouts_total 2"),
             "{body}"
         );
-        stop.cancel();
-        task.await.unwrap().unwrap();
+        srv.stop().await;
     }
 
     #[tokio::test]
     async fn healthz_answers_ok_and_unknown_paths_404() {
-        let (addr, _metrics, _ready, stop, task) = start().await;
+        let srv = Running::start().await;
+        let addr = srv.addr;
         assert_eq!(get(addr, "/healthz").await.0, 200);
         assert_eq!(get(addr, "/healthz").await.2, "ok\n");
         assert_eq!(get(addr, "/nope").await.0, 404);
-        stop.cancel();
-        task.await.unwrap().unwrap();
+        srv.stop().await;
     }
 
     #[tokio::test]
     async fn readyz_follows_the_readiness_flags() {
-        let (addr, _metrics, ready, stop, task) = start().await;
+        let srv = Running::start().await;
+        let (addr, ready) = (srv.addr, srv.ready.clone());
         let (status, _, body) = get(addr, "/readyz").await;
         assert_eq!(status, 503);
         assert_eq!(body, "sip sockets not bound\nno dialplan loaded\n");
@@ -231,15 +248,14 @@ mod tests {
         let (status, _, body) = get(addr, "/readyz").await;
         assert_eq!(status, 503);
         assert_eq!(body, "draining\n");
-        stop.cancel();
-        task.await.unwrap().unwrap();
+        srv.stop().await;
     }
 
     #[tokio::test]
     async fn shutdown_stops_accepting() {
-        let (addr, _metrics, _ready, stop, task) = start().await;
-        stop.cancel();
-        task.await.unwrap().unwrap();
+        let srv = Running::start().await;
+        let addr = srv.addr;
+        srv.stop().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     }
 }
