@@ -7,5 +7,6 @@ pub mod case;
 pub mod config;
 pub mod dialplan;
 pub mod media;
+pub mod metrics;
 pub mod runtime;
 pub mod sip;

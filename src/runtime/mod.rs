@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod plans;
+pub mod http;
 pub mod ports;
 pub mod recorder;
 pub mod recording_repair;

@@ -1,0 +1,200 @@
+//! Media and recording metrics.
+//!
+//! RTP figures are added in batches (per call, e.g. at each RTCP interval and at hang-up), not per
+//! packet: the children are resolved once here, so a batch is a few atomic adds and never takes a
+//! lock or allocates.
+
+use std::time::Duration;
+
+use prometheus::{CounterVec, Histogram, IntCounter, IntCounterVec, IntGauge};
+
+use super::register::{self, Reg};
+use super::{Metrics, MetricsError, RecordingKind};
+
+/// RFC 3550 interarrival jitter on a healthy trunk is a few ms; above ~50 ms a jitter buffer of
+/// one or two frames no longer hides it.
+const JITTER_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2];
+
+/// The media group.
+pub(super) struct MediaMetrics {
+    packets_in: IntCounter,
+    packets_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+    lost: IntCounter,
+    late: IntCounter,
+    unexpected_source: IntCounter,
+    jitter: Histogram,
+    timeouts: IntCounter,
+    ports_in_use: IntGauge,
+    ports_available: IntGauge,
+}
+
+impl MediaMetrics {
+    pub(super) fn register(reg: &Reg<'_>) -> Result<Self, MetricsError> {
+        let packets = reg.counter_vec(
+            "ivrd_rtp_packets_total",
+            "RTP packets received from callers (in) and sent to them (out).",
+            &["direction"],
+        )?;
+        let bytes = reg.counter_vec(
+            "ivrd_rtp_bytes_total",
+            "RTP bytes (header and payload, no UDP/IP) received (in) and sent (out).",
+            &["direction"],
+        )?;
+        Ok(MediaMetrics {
+            packets_in: packets.with_label_values(&["in"]),
+            packets_out: packets.with_label_values(&["out"]),
+            bytes_in: bytes.with_label_values(&["in"]),
+            bytes_out: bytes.with_label_values(&["out"]),
+            lost: reg.counter(
+                "ivrd_rtp_packets_lost_total",
+                "Caller RTP packets lost (RFC 3550 §6.4.1, expected minus received).",
+            )?,
+            late: reg.counter(
+                "ivrd_rtp_packets_late_total",
+                "Caller RTP packets that arrived too late or out of order to be used.",
+            )?,
+            unexpected_source: reg.counter(
+                "ivrd_rtp_packets_unexpected_source_total",
+                "RTP packets ignored because they came from an address other than the caller's.",
+            )?,
+            jitter: reg.histogram(
+                "ivrd_rtp_jitter_seconds",
+                "RFC 3550 interarrival jitter of caller RTP, sampled per call at each report.",
+                &JITTER_BUCKETS,
+            )?,
+            timeouts: reg.counter(
+                "ivrd_media_timeouts_total",
+                "Calls ended because no RTP arrived for the media timeout.",
+            )?,
+            ports_in_use: reg.gauge(
+                "ivrd_rtp_ports_in_use",
+                "RTP/RTCP port pairs reserved by calls now.",
+            )?,
+            ports_available: reg.gauge(
+                "ivrd_rtp_ports_available",
+                "RTP/RTCP port pairs still free in the pool.",
+            )?,
+        })
+    }
+}
+
+/// The recording group.
+pub(super) struct RecordingMetrics {
+    files: IntCounterVec,
+    bytes: IntCounterVec,
+    seconds: CounterVec,
+    failures: IntCounterVec,
+    repaired: IntCounter,
+}
+
+impl RecordingMetrics {
+    pub(super) fn register(reg: &Reg<'_>) -> Result<Self, MetricsError> {
+        let kind = ["kind"];
+        let m = RecordingMetrics {
+            files: reg.counter_vec(
+                "ivrd_recording_files_total",
+                "Recordings finalised, by kind (call, message).",
+                &kind,
+            )?,
+            bytes: reg.counter_vec(
+                "ivrd_recording_bytes_total",
+                "Bytes of finalised recordings, by kind.",
+                &kind,
+            )?,
+            seconds: reg.float_counter_vec(
+                "ivrd_recording_seconds_total",
+                "Audio seconds in finalised recordings, by kind.",
+                &kind,
+            )?,
+            failures: reg.counter_vec(
+                "ivrd_recording_failures_total",
+                "Recordings that could not be written or finalised, by kind.",
+                &kind,
+            )?,
+            repaired: reg.counter(
+                "ivrd_recording_repaired_total",
+                "Unfinished .part recordings repaired and finalised at start-up.",
+            )?,
+        };
+        let kinds = RecordingKind::ALL.map(|k| [k.as_str()]);
+        for vec in [&m.files, &m.bytes, &m.failures] {
+            register::touch(vec, &kinds);
+        }
+        for k in &kinds {
+            m.seconds.with_label_values(k);
+        }
+        Ok(m)
+    }
+}
+
+impl Metrics {
+    /// Adds caller RTP received since the last batch: packets and bytes.
+    pub fn rtp_received(&self, packets: u64, bytes: u64) {
+        self.media.packets_in.inc_by(packets);
+        self.media.bytes_in.inc_by(bytes);
+    }
+
+    /// Adds RTP sent to callers since the last batch: packets and bytes.
+    pub fn rtp_sent(&self, packets: u64, bytes: u64) {
+        self.media.packets_out.inc_by(packets);
+        self.media.bytes_out.inc_by(bytes);
+    }
+
+    /// Adds caller packets newly counted lost (the growth of RFC 3550 cumulative loss, if positive).
+    pub fn rtp_lost(&self, packets: u64) {
+        self.media.lost.inc_by(packets);
+    }
+
+    /// Adds caller packets that came too late or out of order to use.
+    pub fn rtp_late(&self, packets: u64) {
+        self.media.late.inc_by(packets);
+    }
+
+    /// Adds packets ignored because they came from an unexpected source address.
+    pub fn rtp_unexpected_source(&self, packets: u64) {
+        self.media.unexpected_source.inc_by(packets);
+    }
+
+    /// Records one sample of a call's interarrival jitter (RFC 3550 §6.4.1, converted to time).
+    pub fn rtp_jitter(&self, jitter: Duration) {
+        self.media.jitter.observe(jitter.as_secs_f64());
+    }
+
+    /// Counts a call ended by the media timeout.
+    pub fn media_timeout(&self) {
+        self.media.timeouts.inc();
+    }
+
+    /// Sets the port gauges from the pool: pairs in use and the pool's size (free = size − used).
+    pub fn set_rtp_ports(&self, in_use: usize, pool_size: usize) {
+        self.media.ports_in_use.set(register::as_gauge(in_use));
+        let free = pool_size.saturating_sub(in_use);
+        self.media.ports_available.set(register::as_gauge(free));
+    }
+
+    /// Counts a finalised recording with its size and audio length.
+    pub fn recording_finished(&self, kind: RecordingKind, bytes: u64, audio: Duration) {
+        let k = [kind.as_str()];
+        self.recording.files.with_label_values(&k).inc();
+        self.recording.bytes.with_label_values(&k).inc_by(bytes);
+        self.recording
+            .seconds
+            .with_label_values(&k)
+            .inc_by(audio.as_secs_f64());
+    }
+
+    /// Counts a recording that could not be written or finalised.
+    pub fn recording_failed(&self, kind: RecordingKind) {
+        self.recording
+            .failures
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    /// Adds the `.part` files repaired at start-up.
+    pub fn recordings_repaired(&self, files: u64) {
+        self.recording.repaired.inc_by(files);
+    }
+}
