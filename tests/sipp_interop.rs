@@ -109,7 +109,7 @@ fn final_counts(stat: &Path) -> (Option<u64>, Option<u64>) {
     let Some(header) = lines.next() else {
         return (None, None);
     };
-    let Some(last) = lines.last() else {
+    let Some(last) = lines.next_back() else {
         return (None, None);
     };
     let fields: Vec<&str> = header.split(';').collect();
