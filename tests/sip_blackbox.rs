@@ -83,6 +83,36 @@ fn basic_call_over_udp() {
 }
 
 #[test]
+fn basic_call_over_ipv6() {
+    let mut cfg = test_config();
+    cfg.sip.listen = vec!["[::1]:0".parse().unwrap()];
+    let srv = TestServer::start(cfg);
+    let peer = UdpPeer::new(srv.udp);
+    let mut leg = Leg::new(peer.local(), "UDP");
+    leg.remote_target = Some(format!("sip:12345@{}", srv.udp));
+    let offer = sdp_offer("[::1]:40022".parse().unwrap(), &[0], None);
+    let ok = call_up(&peer, &mut leg, Some(&offer));
+    assert!(ok.body.contains("c=IN IP6 ::1"), "{}", ok.body);
+    let contact = ok.contact_uri().unwrap();
+    assert!(contact.contains("[::1]:"), "{contact}");
+    ack(&peer, &leg, 1, None);
+    assert_eq!(bye(&peer, &mut leg).code(), Some(200));
+}
+
+#[test]
+fn tel_uris_are_accepted() {
+    let srv = TestServer::start(test_config());
+    let peer = UdpPeer::new(srv.udp);
+    let mut leg = Leg::new(peer.local(), "UDP");
+    leg.remote_target = Some("tel:12345;phone-context=+86-898".into());
+    let offer = sdp_offer("127.0.0.1:40024".parse().unwrap(), &[0], None);
+    let ok = call_up(&peer, &mut leg, Some(&offer));
+    assert!(ok.to_tag().is_some());
+    ack(&peer, &leg, 1, None);
+    assert_eq!(bye(&peer, &mut leg).code(), Some(200));
+}
+
+#[test]
 fn compact_headers_folded_lines_and_multiple_vias() {
     let srv = TestServer::start(test_config());
     let peer = UdpPeer::new(srv.udp);

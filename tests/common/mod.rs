@@ -115,8 +115,9 @@ pub fn branch() -> String {
 pub fn sdp_offer(addr: SocketAddr, pts: &[u8], direction: Option<&str>) -> String {
     let fmts: Vec<String> = pts.iter().map(u8::to_string).collect();
     let mut sdp = format!(
-        "v=0\r\no=tester 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+        "v=0\r\no=tester 1 1 IN {v} {ip}\r\ns=-\r\nc=IN {v} {ip}\r\nt=0 0\r\n\
          m=audio {port} RTP/AVP {fmts}\r\n",
+        v = if addr.is_ipv4() { "IP4" } else { "IP6" },
         ip = addr.ip(),
         port = addr.port(),
         fmts = fmts.join(" "),
@@ -276,14 +277,17 @@ impl Leg {
             "{method} {uri} SIP/2.0\r\n\
              Via: SIP/2.0/{tr} {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
-             From: \"Caller\" <sip:13800138000@{ip}>;tag={from_tag}\r\n\
+             From: \"Caller\" <sip:13800138000@{host}>;tag={from_tag}\r\n\
              To: <sip:12345@127.0.0.1>{to_tag}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} {cseq_method}\r\n\
              Contact: <sip:caller@{local}{tp}>\r\n",
             tr = self.transport,
             local = self.local,
-            ip = self.local.ip(),
+            host = match self.local {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            },
             from_tag = self.from_tag,
             call_id = self.call_id,
             tp = if self.transport == "TCP" {
@@ -327,9 +331,14 @@ pub struct UdpPeer {
 }
 
 impl UdpPeer {
-    /// A socket on 127.0.0.1 port 0 talking to `server`.
+    /// A loopback socket on port 0 (of `server`'s address family) talking to `server`.
     pub fn new(server: SocketAddr) -> UdpPeer {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
+        let any: SocketAddr = if server.is_ipv4() {
+            "127.0.0.1:0".parse().expect("literal")
+        } else {
+            "[::1]:0".parse().expect("literal")
+        };
+        let socket = UdpSocket::bind(any).expect("bind client socket");
         UdpPeer { socket, server }
     }
 
