@@ -272,8 +272,8 @@ impl Outbox {
         let found = Listing::read(&self.inner.pending_dir)?.entries(&self.inner.pending_dir);
         let mut added = 0;
         for (id, entry) in found {
-            if !state.contains_key(&id) {
-                state.insert(id, entry);
+            if let std::collections::btree_map::Entry::Vacant(slot) = state.entry(id) {
+                slot.insert(entry);
                 added += 1;
             }
         }
