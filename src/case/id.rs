@@ -144,7 +144,9 @@ mod tests {
         let mut ids = Vec::new();
         let mut seed: u128 = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
         for step in 0..2000u64 {
-            seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                .wrapping_add(1442695040888963407);
             // Strictly increasing times, including neighbours one millisecond apart and big jumps.
             let ms = 1_700_000_000_000 + step * step;
             ids.push((ms, CaseId::new(ms, seed)));

@@ -247,7 +247,9 @@ mod tests {
         for code in [408, 425, 429, 500, 502, 503, 504, 599] {
             assert_eq!(classify_status(code), StatusClass::Retryable, "{code}");
         }
-        for code in [100, 301, 302, 400, 401, 403, 404, 409, 413, 422, 451, 499, 600] {
+        for code in [
+            100, 301, 302, 400, 401, 403, 404, 409, 413, 422, 451, 499, 600,
+        ] {
             assert_eq!(classify_status(code), StatusClass::Rejected, "{code}");
         }
     }

@@ -47,7 +47,10 @@ mod tests {
         // RFC 4231 §4.7: a 131-byte key of 0xaa, longer than the SHA-256 block.
         let key = [0xaa_u8; 131];
         assert_eq!(
-            signature_header_value(&key, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            signature_header_value(
+                &key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
             "sha256=60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
