@@ -3,6 +3,8 @@
 pub mod call;
 pub mod plans;
 pub mod http;
+pub mod delivery;
+pub mod outbox;
 pub mod ports;
 pub mod recorder;
 pub mod recording_repair;
