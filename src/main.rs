@@ -65,6 +65,15 @@ enum Command {
         #[command(flatten)]
         prompts: PromptsArg,
     },
+    /// Show the case outbox (pending and dead letters), or requeue dead letters.
+    Outbox {
+        /// `[storage] dir` to look in.
+        #[arg(long, default_value = "var")]
+        storage_dir: PathBuf,
+        /// Move every dead letter back to pending (attempts and age reset).
+        #[arg(long)]
+        requeue: bool,
+    },
     /// Ask a running ivrd to reload its dialplan (sends SIGHUP to the pid).
     Reload { pid: i32 },
 }
@@ -139,6 +148,10 @@ fn main() -> ExitCode {
             |r| r.passed(),
         ),
         Command::Reload { pid } => reload(pid),
+        Command::Outbox {
+            storage_dir,
+            requeue,
+        } => outbox(&storage_dir, requeue),
     }
 }
 
@@ -159,6 +172,29 @@ fn report<R: std::fmt::Display, E: std::fmt::Display>(
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `ivrd outbox`: counts, or requeue then counts.
+fn outbox(dir: &std::path::Path, requeue: bool) -> ExitCode {
+    if requeue {
+        match ivrd::runtime::outbox::requeue(dir) {
+            Ok(n) => println!("requeued {n} dead letter(s)"),
+            Err(e) => {
+                eprintln!("ivrd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match ivrd::runtime::outbox::outbox_status(dir) {
+        Ok(counts) => {
+            println!("{counts}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ivrd: {e}");
+            ExitCode::from(1)
         }
     }
 }

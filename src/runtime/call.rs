@@ -1,14 +1,22 @@
 //! One task per answered call: it drives the call's [`MediaSession`] (RTP, 20 ms clock, DTMF)
-//! and its dialplan [`Engine`], and turns their outputs into SIP commands. Deadlines are
-//! absolute, so the media clock does not drift.
+//! and its dialplan [`Engine`], records the call, and at the end leaves its case in the outbox.
+//! Deadlines are absolute, so the media clock does not drift.
 
+use crate::case::skeleton::RecordingRef;
+use crate::case::{CallFacts, CaseId, CaseSkeleton};
 use crate::dialplan::calendar::WallClock;
 use crate::dialplan::{Action, CallStart, Engine, Event, LoadedPlan, TransferResult};
 use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::{PromptId, PromptLibrary};
 use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
+use crate::metrics::{Metrics, RecordingKind};
+use crate::runtime::case_writer::{self, hangup_of, recording_ref, unix_ms_of};
+use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpSockets;
+use crate::runtime::recorder::{
+    CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
+};
 use crate::sip::sdp::{Direction, NegotiatedAudio};
 use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest};
 use bytes::Bytes;
@@ -51,18 +59,26 @@ pub enum CallCommand {
     },
 }
 
-/// What every call shares: prompts and media settings, loaded once.
-#[derive(Debug)]
+/// What every call shares, set up once at start-up.
 pub struct CallShared {
     pub prompts: PromptLibrary,
     pub plans: crate::runtime::plans::PlanStore,
     pub media_timeout: Duration,
     pub cname: String,
+    /// The recording writer; `None` when it could not start (calls are still answered).
+    pub recorder: Option<RecordingWriter>,
+    /// The case spool; `None` when it could not be opened (cases then go to the log).
+    pub outbox: Option<Outbox>,
+    pub metrics: Arc<Metrics>,
+    pub host: String,
 }
 
 /// Mean absolute sample value below which a frame counts as silence for "end on silence"
 /// (about -45 dBm0: quieter than speech, louder than a G.711 idle channel).
 const SILENCE_LEVEL: u32 = 120;
+
+/// Bytes of one packet we send: RTP header plus one 20 ms G.711 frame.
+const RTP_PACKET_BYTES: u64 = (crate::media::rtp::RTP_HEADER_LEN + FRAME_SAMPLES) as u64;
 
 /// A caller message being recorded for the engine.
 struct MessageInProgress {
@@ -71,6 +87,8 @@ struct MessageInProgress {
     max: Duration,
     silence_end: Option<Duration>,
     silent_since: Option<Instant>,
+    recorder: Option<MessageRecorder>,
+    due: bool,
 }
 
 /// Starts the task of an answered call.
@@ -112,13 +130,21 @@ fn session_params(
 /// The call's state machines and what ties them together.
 struct CallTask {
     handle: CallHandle,
+    info: CallInfo,
+    case_id: CaseId,
+    answered: Instant,
+    date: RecordingDate,
     session: MediaSession,
     engine: Engine,
     shared: Arc<CallShared>,
     commands: mpsc::Sender<CallCommand>,
     /// The engine's current `Play` id, reported finished when the session's queue drains.
     playing: Option<u64>,
+    call_recorder: Option<CallRecorder>,
     message: Option<MessageInProgress>,
+    messages_taken: u32,
+    recordings: Vec<RecordingRef>,
+    media_timed_out: bool,
     hangup_sent: bool,
 }
 
@@ -151,16 +177,34 @@ async fn run(
         return;
     };
     let plan = shared.plans.current();
-    let engine = Engine::new(plan.clone(), call_start(now, &info, &plan));
-    tracing::info!(plan = plan.name(), version = plan.version(), "IVR started");
+    let case_id = case_writer::new_case_id();
+    let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
+    let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
+    let call_recorder = shared.recorder.as_ref().and_then(|w| {
+        CallRecorder::start(w, &RecordingName::for_call(&info.call_id, date))
+            .map_err(|e| {
+                tracing::error!(error = %e, "call recording could not start; the call goes on");
+                shared.metrics.recording_failed(RecordingKind::Call);
+            })
+            .ok()
+    });
+    tracing::info!(plan = plan.name(), version = plan.version(), case_id = %case_id, "IVR started");
     let mut task = CallTask {
         handle,
+        info,
+        case_id,
+        answered: now,
+        date,
         session,
         engine,
         shared,
         commands,
         playing: None,
+        call_recorder,
         message: None,
+        messages_taken: 0,
+        recordings: Vec::new(),
+        media_timed_out: false,
         hangup_sent: false,
     };
     task.apply_actions(now).await;
@@ -193,7 +237,7 @@ async fn run(
                     send(&rtp, &out.rtp[..out.rtp_len], out.rtp_to).await;
                     send(&rtcp, &out.rtcp[..out.rtcp_len], out.rtcp_to).await;
                     if out.ticked {
-                        task.on_tick(now, &out.caller);
+                        task.on_tick(now, &out.caller, &out.ivrd);
                     }
                 }
                 if task.engine.poll_timeout().is_some_and(|at| at <= now) {
@@ -202,13 +246,16 @@ async fn run(
             }
         }
         let now = Instant::now();
+        if task.message.as_ref().is_some_and(|m| m.due) {
+            task.stop_message(now).await;
+        }
         task.on_media_events(now);
         task.apply_actions(now).await;
     };
     task.finish(end, &rtcp, &mut rtcp_buf).await;
 }
 
-fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan) -> CallStart {
+fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan, case_id: &CaseId) -> CallStart {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -225,7 +272,7 @@ fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan) -> CallStart {
         called: number(&info.called),
         trunk: Some(info.trunk.to_string()),
         wall: WallClock::from_unix(i64::try_from(unix).unwrap_or(0), plan.utc_offset_minutes),
-        case_id: None,
+        case_id: Some(case_id.to_string()),
         language: None,
     }
 }
@@ -279,7 +326,8 @@ impl CallTask {
                 }
                 MediaEvent::MediaTimeout => {
                     tracing::info!("no RTP from the caller within the media timeout");
-                    self.engine.handle(now, Event::HangUp);
+                    self.media_timed_out = true;
+                    self.shared.metrics.media_timeout();
                     self.request_hangup(EndReason::MediaTimeout);
                 }
                 MediaEvent::RemoteBye => tracing::debug!("caller sent RTCP BYE"),
@@ -287,11 +335,23 @@ impl CallTask {
         }
     }
 
-    /// Per 20 ms tick: the caller's message recording and its end-on-silence/maximum.
-    fn on_tick(&mut self, now: Instant, caller: &[i16; FRAME_SAMPLES]) {
+    /// Per 20 ms tick: both channels to the call recording; the caller to a message being
+    /// taken, with its end on silence or at the maximum.
+    fn on_tick(
+        &mut self,
+        now: Instant,
+        caller: &[i16; FRAME_SAMPLES],
+        ivrd: &[i16; FRAME_SAMPLES],
+    ) {
+        if let Some(rec) = self.call_recorder.as_mut() {
+            rec.push_frame(caller, ivrd);
+        }
         let Some(msg) = self.message.as_mut() else {
             return;
         };
+        if let Some(rec) = msg.recorder.as_mut() {
+            rec.push(caller);
+        }
         let level = caller
             .iter()
             .map(|s| u32::from(s.unsigned_abs()))
@@ -304,25 +364,64 @@ impl CallTask {
         }
         let silent_too_long = matches!((msg.silence_end, msg.silent_since), (Some(limit), Some(since)) if now >= since + limit);
         if silent_too_long || now >= msg.started + msg.max {
-            self.stop_message(now);
+            msg.due = true;
         }
     }
 
-    fn stop_message(&mut self, now: Instant) {
-        if let Some(msg) = self.message.take() {
-            let duration = now.saturating_duration_since(msg.started);
-            tracing::info!(
-                duration_ms = duration.as_millis() as u64,
-                "caller message recorded"
-            );
-            self.engine.handle(
-                now,
-                Event::RecordingDone {
-                    id: msg.id,
-                    duration,
-                },
-            );
+    fn start_message(
+        &mut self,
+        now: Instant,
+        id: u64,
+        field: &str,
+        max: Duration,
+        silence_end: Option<Duration>,
+    ) {
+        self.messages_taken += 1;
+        let name = RecordingName::for_message(&self.info.call_id, self.date, self.messages_taken);
+        let recorder = self.shared.recorder.as_ref().and_then(|w| {
+            MessageRecorder::start(w, &name)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "message recording could not start");
+                    self.shared.metrics.recording_failed(RecordingKind::Message);
+                })
+                .ok()
+        });
+        tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
+        self.message = Some(MessageInProgress {
+            id,
+            started: now,
+            max,
+            silence_end,
+            silent_since: None,
+            recorder,
+            due: false,
+        });
+    }
+
+    async fn stop_message(&mut self, now: Instant) {
+        let Some(msg) = self.message.take() else {
+            return;
+        };
+        let mut duration = now.saturating_duration_since(msg.started);
+        if let Some(rec) = msg.recorder {
+            let result = rec.finish().await;
+            case_writer::observe_recording(&self.shared.metrics, RecordingKind::Message, &result);
+            if let Ok(summary) = result {
+                duration = Duration::from_millis(summary.duration_ms);
+                self.recordings.push(recording_ref("message", &summary));
+            }
         }
+        tracing::info!(
+            duration_ms = duration.as_millis() as u64,
+            "caller message recorded"
+        );
+        self.engine.handle(
+            now,
+            Event::RecordingDone {
+                id: msg.id,
+                duration,
+            },
+        );
     }
 
     async fn apply_actions(&mut self, now: Instant) {
@@ -342,17 +441,8 @@ impl CallTask {
                     field,
                     max,
                     silence_end,
-                } => {
-                    tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
-                    self.message = Some(MessageInProgress {
-                        id,
-                        started: now,
-                        max,
-                        silence_end,
-                        silent_since: None,
-                    });
-                }
-                Action::StopRecording { .. } => self.stop_message(now),
+                } => self.start_message(now, id, &field, max, silence_end),
+                Action::StopRecording { .. } => self.stop_message(now).await,
                 Action::Transfer {
                     target,
                     emergency,
@@ -417,27 +507,76 @@ impl CallTask {
         }
     }
 
+    /// The end: last RTCP, recordings finalised, the engine told, the case spooled.
     async fn finish(&mut self, end: EndReason, rtcp: &UdpSocket, buf: &mut [u8]) {
         let now = Instant::now();
-        self.stop_message(now);
         if !self.engine.is_done() {
             self.engine.handle(now, Event::HangUp);
         }
+        self.stop_message(now).await;
         if let Some((n, to)) = self.session.goodbye(now, ntp_now(), buf) {
             send(rtcp, &buf[..n], Some(to)).await;
         }
+        if let Some(rec) = self.call_recorder.take() {
+            let result = rec.finish().await;
+            case_writer::observe_recording(&self.shared.metrics, RecordingKind::Call, &result);
+            if let Ok(summary) = result {
+                self.recordings.insert(0, recording_ref("call", &summary));
+            }
+        }
+        self.observe_media();
+        let facts = CallFacts {
+            case_id: self.case_id.to_string(),
+            call_id: self.info.call_id.clone(),
+            caller: self.info.caller.clone(),
+            called: self.info.called.clone(),
+            trunk: self.info.trunk.to_string(),
+            received_unix_ms: unix_ms_of(self.info.received),
+            answered_unix_ms: Some(unix_ms_of(self.answered)),
+            ended_unix_ms: unix_ms_of(now),
+            hangup: hangup_of(end),
+            host: self.shared.host.clone(),
+        };
         let journal = self.engine.journal();
-        let path: Vec<&str> = journal.nodes_visited();
-        let stats = self.session.receiver();
+        let case = CaseSkeleton::from_journal(
+            &facts,
+            journal,
+            std::mem::take(&mut self.recordings),
+            self.media_timed_out,
+        );
+        case_writer::observe_journey(
+            &self.shared.metrics,
+            journal,
+            &case.outcome,
+            now.saturating_duration_since(self.answered),
+        );
         tracing::info!(
             reason = end.as_str(),
-            outcome = journal.outcome.as_ref().map_or("none", |o| o.as_str()),
-            path = %path.join(">"),
+            outcome = %case.outcome,
+            path = %journal.nodes_visited().join(">"),
+            "call finished"
+        );
+        case_writer::spool(self.shared.outbox.as_ref(), self.case_id.clone(), &case).await;
+    }
+
+    fn observe_media(&self) {
+        let stats = self.session.receiver();
+        let counters = self.session.counters();
+        let m = &self.shared.metrics;
+        m.rtp_received(stats.packets(), stats.bytes());
+        m.rtp_sent(
+            counters.packets_sent,
+            counters.packets_sent * RTP_PACKET_BYTES,
+        );
+        m.rtp_lost(u64::try_from(stats.lost()).unwrap_or(0));
+        m.rtp_late(stats.late());
+        m.rtp_unexpected_source(counters.unexpected_source);
+        m.rtp_jitter(Duration::from_micros(u64::from(stats.jitter()) * 125));
+        tracing::debug!(
             rtp_in = stats.packets(),
             lost = stats.lost(),
-            jitter_ms = f64::from(stats.jitter()) / 8.0,
-            rtp_out = self.session.counters().packets_sent,
-            "call finished"
+            rtp_out = counters.packets_sent,
+            "media ended"
         );
     }
 }

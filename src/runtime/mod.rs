@@ -1,10 +1,11 @@
 //! The tokio drivers around the sans-IO core: sockets, timers, tasks.
 
 pub mod call;
-pub mod plans;
-pub mod http;
+pub mod case_writer;
 pub mod delivery;
+pub mod http;
 pub mod outbox;
+pub mod plans;
 pub mod ports;
 pub mod recorder;
 pub mod recording_repair;

@@ -2,8 +2,13 @@
 //! [`Endpoint`], spawns call tasks, and drains on shutdown.
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::runtime::call::{self, CallCommand, CallEvent, CallShared};
+use crate::runtime::case_writer;
+use crate::runtime::http::Readiness;
+use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpPortPool;
+use crate::runtime::recorder::RecordingWriter;
 use crate::runtime::transport::{self, TransportEvent};
 use crate::sip::header::Transport;
 use crate::sip::uas::{CallHandle, ConnId, Destination, Endpoint, Inbound, Output};
@@ -34,6 +39,7 @@ pub enum ServerError {
 /// A bound, not yet running server. Binding first lets tests use port 0 and read the ports.
 pub struct Server {
     config: Config,
+    metrics_listener: TcpListener,
     plans: crate::runtime::plans::PlanStore,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
@@ -68,8 +74,16 @@ impl Server {
         config.rtp_port_range().map_err(ServerError::Config)?;
         let plans =
             crate::runtime::plans::PlanStore::load(&config.dialplan.path, &config.prompts.dir)?;
+        let metrics_addr = config.metrics.listen;
+        let metrics_listener =
+            transport::bind_tcp(metrics_addr).map_err(|source| ServerError::Bind {
+                transport: "HTTP",
+                addr: metrics_addr,
+                source,
+            })?;
         Ok(Server {
             config,
+            metrics_listener,
             plans,
             udp,
             tcp,
@@ -82,6 +96,11 @@ impl Server {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
+    }
+
+    /// The bound metrics/health HTTP address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.local_addr().ok()
     }
 
     /// The bound TCP addresses.
@@ -132,14 +151,38 @@ impl Server {
         tracing::info!(prompts = prompts.len(), dir = %self.config.prompts.dir.display(), "prompts loaded");
         let plan = self.plans.current();
         tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan loaded");
+        let metrics = match Metrics::new() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "metrics registry failed; cannot run");
+                return;
+            }
+        };
+        metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
+        let ready = Readiness::new();
+        ready.set_sip_bound(true);
+        ready.set_dialplan_loaded(true);
+        let stop_http = CancellationToken::new();
+        tokio::spawn(crate::runtime::http::serve(
+            self.metrics_listener,
+            metrics.clone(),
+            ready.clone(),
+            stop_http.clone(),
+        ));
+        let (recorder, outbox) = start_storage(&self.config, &metrics, stop_io.clone()).await;
         let shared = Arc::new(CallShared {
             prompts,
             plans: self.plans,
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             cname: format!("ivrd@{bind_ip}"),
+            recorder,
+            outbox,
+            metrics: metrics.clone(),
+            host: hostname(),
         });
         let driver = SipDriver {
             shared,
+            tasks: tokio::task::JoinSet::new(),
             endpoint: Endpoint::new(self.config.endpoint()),
             ports: RtpPortPool::new(bind_ip, first, last),
             udp: self.udp,
@@ -148,14 +191,17 @@ impl Server {
             local_ips: HashMap::new(),
             drain: Duration::from_secs(self.config.sip.drain_secs),
         };
-        driver.run(events_rx, shutdown).await;
+        driver.run(events_rx, shutdown, ready).await;
         stop_io.cancel();
+        stop_http.cancel();
     }
 }
 
 /// The tokio side of the UAS core.
 struct SipDriver {
     shared: Arc<CallShared>,
+    /// Call tasks and case writers; awaited at shutdown so no case is lost.
+    tasks: tokio::task::JoinSet<()>,
     endpoint: Endpoint,
     ports: RtpPortPool,
     udp: Vec<Arc<UdpSocket>>,
@@ -170,6 +216,7 @@ impl SipDriver {
         mut self,
         mut events: mpsc::Receiver<TransportEvent>,
         shutdown: CancellationToken,
+        ready: Readiness,
     ) {
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<CallCommand>(1024);
         let mut hangup = SighupStream::new();
@@ -181,6 +228,7 @@ impl SipDriver {
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
                     tracing::info!(active_calls = self.endpoint.active_calls(), drain_secs = self.drain.as_secs(), "draining: new calls get 503");
                     self.endpoint.begin_drain();
+                    ready.set_draining(true);
                     drain_deadline = Some(Instant::now() + self.drain);
                 }
                 event = events.recv() => match event {
@@ -207,6 +255,7 @@ impl SipDriver {
                 }
             }
             self.flush_outputs(&cmd_tx).await;
+            self.observe();
             if drain_deadline.is_some()
                 && self.endpoint.active_calls() == 0
                 && self.endpoint.pending_requests() == 0
@@ -215,6 +264,25 @@ impl SipDriver {
                 break;
             }
         }
+        // Every call task finishes its recordings and spools its case before we exit.
+        let wait = tokio::time::timeout(Duration::from_secs(30), async {
+            while self.tasks.join_next().await.is_some() {}
+        });
+        if wait.await.is_err() {
+            tracing::error!(
+                left = self.tasks.len(),
+                "call tasks did not finish within 30 s"
+            );
+        }
+    }
+
+    fn observe(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.observe_sip_counters(self.endpoint.counters());
+        metrics.set_active_calls(self.endpoint.active_calls());
+        let (in_use, size) = self.ports.usage();
+        metrics.set_rtp_ports(in_use, size);
+        while self.tasks.try_join_next().is_some() {}
     }
 
     fn on_transport(&mut self, event: TransportEvent, _cmd_tx: &mpsc::Sender<CallCommand>) {
@@ -269,7 +337,11 @@ impl SipDriver {
                 Output::CallStarted { call, info } => {
                     let (tx, rx) = mpsc::channel(64);
                     let sockets = self.ports.take(info.rtp_port);
-                    call::spawn(call, info, sockets, rx, cmd_tx.clone(), self.shared.clone());
+                    let task =
+                        call::spawn(call, info, sockets, rx, cmd_tx.clone(), self.shared.clone());
+                    self.tasks.spawn(async move {
+                        let _ = task.await;
+                    });
                     self.calls.insert(call, tx);
                 }
                 Output::MediaChanged {
@@ -292,6 +364,28 @@ impl SipDriver {
                 } => self.to_call(call, CallEvent::Info { content_type, body }),
                 Output::Transfer { call, outcome } => {
                     self.to_call(call, CallEvent::Transfer { outcome })
+                }
+                Output::CallRefused {
+                    call_id,
+                    caller,
+                    called,
+                    trunk,
+                    received,
+                } => {
+                    let shared = self.shared.clone();
+                    self.tasks.spawn(async move {
+                        let case_id = case_writer::new_case_id();
+                        let case = case_writer::refused_case(
+                            &case_id,
+                            &call_id,
+                            &caller,
+                            &called,
+                            &trunk.to_string(),
+                            received,
+                            &shared.host,
+                        );
+                        case_writer::spool(shared.outbox.as_ref(), case_id, &case).await;
+                    });
                 }
                 Output::CallEnded { call, reason } => {
                     if let Some(tx) = self.calls.remove(&call) {
@@ -385,4 +479,51 @@ impl SighupStream {
             None => std::future::pending().await,
         }
     }
+}
+
+/// Repairs recordings a crash left behind, then starts the recording writer, the case outbox and
+/// its delivery worker. A failure of either store is logged and counted; calls are still answered.
+async fn start_storage(
+    config: &Config,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> (Option<RecordingWriter>, Option<Outbox>) {
+    let dir = config.storage.dir.clone();
+    let repair_dir = dir.clone();
+    if let Ok(report) = tokio::task::spawn_blocking(move || {
+        crate::runtime::recording_repair::repair_orphans(&repair_dir)
+    })
+    .await
+    {
+        metrics.recordings_repaired(report.repaired.len() as u64);
+        for r in &report.repaired {
+            tracing::warn!(path = %r.path.display(), duration_ms = r.duration_ms, "recording repaired after a crash");
+        }
+        for b in &report.broken {
+            tracing::error!(path = %b.display(), "unrepairable recording set aside");
+        }
+    }
+    let recorder = RecordingWriter::spawn(&dir, config.sip.max_calls.saturating_mul(4).max(64))
+        .map_err(|e| tracing::error!(error = %e, "recording writer not started; calls will not be recorded"))
+        .ok();
+    let outbox = Outbox::open(&dir)
+        .map_err(
+            |e| tracing::error!(error = %e, "case outbox not opened; cases will only be logged"),
+        )
+        .ok();
+    if let Some(outbox) = &outbox {
+        let delivery = (!config.intake.url.is_empty()).then(|| {
+            let secret = (!config.intake.secret.is_empty()).then(|| config.intake.secret.clone());
+            crate::runtime::delivery::DeliveryConfig::new(config.intake.url.clone(), secret)
+        });
+        crate::runtime::delivery::spawn_delivery(outbox.clone(), delivery, stop);
+    }
+    (recorder, outbox)
+}
+
+/// This host's name for case provenance.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

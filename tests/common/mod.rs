@@ -28,13 +28,27 @@ pub fn test_config() -> Config {
     config.sip.t1_ms = 100;
     config.sip.t2_ms = 400;
     config.sip.t4_ms = 500;
+    config.metrics.listen = "127.0.0.1:0".parse().expect("literal address");
+    config.storage.dir = unique_storage_dir();
     config
+}
+
+/// A fresh storage directory per test server, so recordings and cases of parallel tests never mix.
+pub fn unique_storage_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ivrd-test-{}-{n}", std::process::id()))
 }
 
 /// The real server running on its own tokio runtime in a background thread.
 pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The metrics/health HTTP address.
+    pub metrics: SocketAddr,
+    /// `[storage] dir`: recordings and the case outbox.
+    pub storage: std::path::PathBuf,
     /// Cancelling this begins the drain, exactly as SIGTERM does in the binary.
     pub shutdown: CancellationToken,
     finished: mpsc::Receiver<()>,
@@ -47,6 +61,7 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let (addrs_tx, addrs_rx) = mpsc::channel();
+        let storage = config.storage.dir.clone();
         let (finished_tx, finished) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -61,18 +76,21 @@ impl TestServer {
                         return;
                     }
                 };
-                let _ = addrs_tx.send(Ok((server.udp_addrs()[0], server.tcp_addrs()[0])));
+                let metrics = server.metrics_addr().expect("metrics bound");
+                let _ = addrs_tx.send(Ok((server.udp_addrs()[0], server.tcp_addrs()[0], metrics)));
                 server.run(token).await;
                 let _ = finished_tx.send(());
             });
         });
-        let (udp, tcp) = addrs_rx
+        let (udp, tcp, metrics) = addrs_rx
             .recv()
             .expect("server thread reports its addresses")
             .expect("server binds");
         TestServer {
             udp,
             tcp,
+            metrics,
+            storage,
             shutdown,
             finished,
             thread: Some(thread),

@@ -75,7 +75,10 @@ fn civil_from_days(days_since_epoch: i64) -> RecordingDate {
 /// no `/` inside a component, no `..`, no control characters, bounded length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingName {
-    relative: PathBuf,
+    /// `recordings/YYYY/MM/DD`.
+    dir: PathBuf,
+    /// The sanitised stem; it may contain dots, so extensions are appended, never substituted.
+    stem: String,
 }
 
 impl RecordingName {
@@ -94,18 +97,20 @@ impl RecordingName {
         relative.push(format!("{:04}", date.year));
         relative.push(format!("{:02}", date.month));
         relative.push(format!("{:02}", date.day));
-        relative.push(stem);
-        RecordingName { relative }
+        RecordingName {
+            dir: relative,
+            stem,
+        }
     }
 
     /// The finished file, relative to `[storage] dir` (what the case JSON records).
     pub fn relative_wav(&self) -> PathBuf {
-        self.relative.with_extension("wav")
+        self.dir.join(format!("{}.wav", self.stem))
     }
 
     /// The file being written, relative to `[storage] dir`.
     pub fn relative_part(&self) -> PathBuf {
-        self.relative.with_extension("wav.part")
+        self.dir.join(format!("{}.wav.part", self.stem))
     }
 }
 

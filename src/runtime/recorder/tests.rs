@@ -249,3 +249,24 @@ fn unwritable_storage_is_reported_at_finish() {
         .unwrap_err();
     assert!(matches!(err, RecordingError::CreateDir { .. }), "{err}");
 }
+
+#[test]
+fn call_ids_with_dots_keep_their_whole_stem_and_digest() {
+    let date = RecordingDate::from_unix_seconds(1_795_706_043, 8 * 3600);
+    let a = RecordingName::for_call("1-23077@127.0.0.1", date).relative_wav();
+    let b = RecordingName::for_call("1-23077@127.0.0.2", date).relative_wav();
+    assert_ne!(
+        a, b,
+        "call ids differing after the last dot must not share a file"
+    );
+    let name = a.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+    assert!(
+        name.starts_with("1-23077@127.0.0.1-") && name.ends_with(".wav"),
+        "{name}"
+    );
+    let part = RecordingName::for_call("1-23077@127.0.0.1", date).relative_part();
+    assert_eq!(
+        part.to_str().map(|p| p.trim_end_matches(".part")),
+        a.to_str()
+    );
+}

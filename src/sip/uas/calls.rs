@@ -21,6 +21,8 @@ impl fmt::Display for CallHandle {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallInfo {
     pub call_id: String,
+    /// When the INVITE arrived.
+    pub received: std::time::Instant,
     /// The calling party's URI as received in From (masked before logging).
     pub caller: String,
     /// The Request-URI: the service number dialled.

@@ -86,6 +86,21 @@ impl Endpoint {
         match self.admit_call(&inbound, &req, &ctx, ports) {
             Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call),
             Err(refusal) => {
+                if refusal.code == 503 {
+                    let caller = req
+                        .headers
+                        .get("From")
+                        .and_then(|f| crate::sip::header::NameAddr::parse(f, "From").ok())
+                        .map(|n| n.uri)
+                        .unwrap_or_default();
+                    self.outputs.push_back(Output::CallRefused {
+                        call_id: ctx.call_id.clone(),
+                        caller,
+                        called: req.uri.clone(),
+                        trunk: inbound.source.ip(),
+                        received: now,
+                    });
+                }
                 let extra: Vec<(&str, &str)> = refusal
                     .extra
                     .iter()
@@ -199,6 +214,7 @@ impl Endpoint {
             .map_or(Direction::SendRecv, |o| o.audio.peer_direction.answer_to());
         let info = CallInfo {
             call_id: dialog.id.call_id.clone(),
+            received: now,
             caller: req
                 .headers
                 .get("From")

@@ -69,6 +69,15 @@ pub enum Output {
         content_type: String,
         body: Bytes,
     },
+    /// A trusted trunk's call was refused for overload or drain (503): a missed call the back
+    /// office must call back, so it gets a case.
+    CallRefused {
+        call_id: String,
+        caller: String,
+        called: String,
+        trunk: std::net::IpAddr,
+        received: Instant,
+    },
     /// A transfer started with [`Endpoint::transfer`] ended.
     Transfer {
         call: CallHandle,
