@@ -3,16 +3,17 @@
 
 use super::calls::{Call, CallState};
 use super::dispatch::{ALLOW, RequestCtx};
+use super::hangup::{mask_uri, transport_param};
 use super::{
     CallHandle, CallInfo, Destination, EndReason, Endpoint, Inbound, InviteTxnEntry, Output,
     RtpPortSource, TimerKey,
 };
 use crate::sip::dialog::Dialog;
-use crate::sip::header::{Transport, host_ip};
+use crate::sip::header::Transport;
 use crate::sip::message::{Method, Request};
 use crate::sip::response::{ResponseParts, build_response, reason_phrase};
 use crate::sip::sdp::{self, Direction, LocalMedia, OfferAnswer};
-use crate::sip::transaction::{InviteServerState, InviteServerTxn, NonInviteClientTxn};
+use crate::sip::transaction::{InviteServerState, InviteServerTxn};
 use crate::sip::uri::SipUri;
 use bytes::Bytes;
 use rand::Rng;
@@ -358,7 +359,7 @@ impl Endpoint {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish_invite_txn(
+    pub(super) fn finish_invite_txn(
         &mut self,
         now: Instant,
         key: String,
@@ -497,255 +498,4 @@ impl Endpoint {
             }
         }
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_reinvite(
-        &mut self,
-        now: Instant,
-        inbound: &Inbound<'_>,
-        req: Request,
-        ctx: &RequestCtx,
-        key: String,
-        txn: InviteServerTxn,
-        dest: Destination,
-    ) {
-        let handle = ctx.dialog_key().and_then(|k| self.dialogs.get(&k).copied());
-        let outcome = match handle
-            .and_then(|h| self.calls.get(&h).map(|c| (h, c.state, c.reinvite_pending)))
-        {
-            None => Err((481, reason_phrase(481).to_string(), None)),
-            Some((_, CallState::Ringing, _)) | Some((_, _, true)) => {
-                Err((491, reason_phrase(491).to_string(), None))
-            }
-            Some((h, _, false)) => self
-                .calls
-                .get_mut(&h)
-                .ok_or((481, reason_phrase(481).to_string(), None))
-                .and_then(|c| {
-                    c.dialog.accept_remote_cseq(ctx.cseq.seq).map_err(|e| {
-                        (
-                            500,
-                            "CSeq Out Of Order".to_string(),
-                            Some(format!("399 ivrd \"{e}\"")),
-                        )
-                    })
-                })
-                .and_then(|()| {
-                    self.session_update(h, &req)
-                        .map_err(|(c, r, w)| (c, r, Some(w)))
-                }),
-        };
-        let (code, bytes) = match (outcome, handle.and_then(|h| self.calls.get_mut(&h))) {
-            (Ok(body), Some(call)) => {
-                call.reinvite_pending = true;
-                call.invite_key = key.clone();
-                let body = body.unwrap_or_else(|| {
-                    sdp::write_offer(&call.local_media, &self.cfg.codecs, call.our_direction)
-                });
-                let contact = format!(
-                    "sip:{}@{}{}",
-                    self.cfg.contact_user,
-                    call.local_sip,
-                    transport_param(call.peer.transport)
-                );
-                let parts = ResponseParts {
-                    source: Some(inbound.source),
-                    contact: Some(&contact),
-                    body: Some(("application/sdp", body.as_bytes())),
-                    ..Default::default()
-                };
-                (200, build_response(&req, 200, "OK", &parts))
-            }
-            (Err((code, reason, warning)), _) => {
-                let warn = warning.unwrap_or_default();
-                let extra = [("Warning", warn.as_str())];
-                let parts = ResponseParts {
-                    source: Some(inbound.source),
-                    extra: if warn.is_empty() { &[] } else { &extra },
-                    ..Default::default()
-                };
-                (code, build_response(&req, code, &reason, &parts))
-            }
-            (Ok(_), None) => (
-                481,
-                build_response(&req, 481, reason_phrase(481), &ResponseParts::default()),
-            ),
-        };
-        let call = (code == 200).then_some(handle).flatten();
-        self.finish_invite_txn(now, key, txn, call, dest, code, bytes);
-    }
-
-    /// Applies an offer from re-INVITE or UPDATE (RFC 3264 §8, RFC 3311): answers with our current
-    /// address and the direction matching the peer's. No body: `Ok(None)` (the caller decides).
-    /// A refused offer leaves the session as it was (§14.2) and yields 488 with a Warning.
-    pub(super) fn session_update(
-        &mut self,
-        handle: CallHandle,
-        req: &Request,
-    ) -> Result<Option<String>, (u16, String, String)> {
-        let Some(call) = self.calls.get_mut(&handle) else {
-            return Err((481, reason_phrase(481).into(), String::new()));
-        };
-        call.dialog.refresh_target(req);
-        if req.body.is_empty() {
-            return Ok(None);
-        }
-        let oa = sdp::answer_offer(&req.body, &self.cfg.codecs)
-            .map_err(|e| (488, reason_phrase(488).to_string(), e.warning("ivrd")))?;
-        let direction = oa.audio.peer_direction.answer_to();
-        let changed = call.offer.as_ref().map(|o| &o.audio) != Some(&oa.audio)
-            || call.our_direction != direction;
-        if changed {
-            // RFC 4566 §5.2 / RFC 3264 §8: a changed description takes the next version.
-            call.local_media.session_version += 1;
-        }
-        call.our_direction = direction;
-        call.info.audio = Some(oa.audio.clone());
-        let body = sdp::write_answer(&call.local_media, &oa, direction);
-        let audio = oa.audio.clone();
-        call.offer = Some(oa);
-        call.span.in_scope(|| {
-            tracing::info!(
-                direction = direction.as_str(),
-                "media updated by the caller"
-            )
-        });
-        self.outputs.push_back(Output::MediaChanged {
-            call: handle,
-            audio,
-            our_direction: direction,
-        });
-        Ok(Some(body))
-    }
-
-    /// Ends a call from our side: BYE when answered, 480 while ringing.
-    pub fn hang_up(
-        &mut self,
-        now: Instant,
-        handle: CallHandle,
-        reason: EndReason,
-        ports: &mut dyn RtpPortSource,
-    ) {
-        let Some(call) = self.calls.get_mut(&handle) else {
-            return;
-        };
-        let _span = call.span.clone().entered();
-        if call.state == CallState::Ringing {
-            let parts = ResponseParts {
-                to_tag: Some(&call.dialog.id.local_tag),
-                ..Default::default()
-            };
-            let bytes = build_response(&call.invite, 480, "Temporarily Unavailable", &parts);
-            let key = call.invite_key.clone();
-            if let Some(entry) = self.invite_txns.get_mut(&key) {
-                let sent = entry.txn.send_final(now, 480, bytes);
-                let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
-                if let Some(b) = sent {
-                    self.transmit(to, b);
-                }
-                self.arm(TimerKey::InviteTxn(key), next);
-            }
-        } else {
-            let to = next_hop_for(&call.dialog, &call.peer);
-            let via = format!("SIP/2.0/{} {}", to.transport.as_str(), call.local_sip);
-            let branch = format!("z9hG4bK{}", random_token());
-            let reason_header = [(
-                "Reason",
-                format!("SIP;cause=200;text=\"{}\"", reason.as_str()),
-            )];
-            let bye = Bytes::from(call.dialog.build_request(
-                Method::Bye,
-                &via,
-                &branch,
-                &reason_header,
-                None,
-            ));
-            let txn = NonInviteClientTxn::start(
-                now,
-                self.cfg.timers,
-                to.transport.is_unreliable(),
-                bye.clone(),
-            );
-            let next = txn.poll_timeout();
-            tracing::info!(reason = reason.as_str(), "hanging up (BYE)");
-            self.client_txns.insert(
-                branch.clone(),
-                super::ClientTxnEntry {
-                    txn,
-                    to: to.clone(),
-                    call: None,
-                },
-            );
-            self.arm(TimerKey::ClientTxn(branch), next);
-            self.transmit(to, bye);
-        }
-        self.end_call(now, handle, reason, ports);
-    }
-
-    /// Forgets a call, frees its port and tells the driver.
-    pub(super) fn end_call(
-        &mut self,
-        _now: Instant,
-        handle: CallHandle,
-        reason: EndReason,
-        ports: &mut dyn RtpPortSource,
-    ) {
-        let Some(call) = self.calls.remove(&handle) else {
-            return;
-        };
-        let id = &call.dialog.id;
-        self.dialogs.remove(&(
-            id.call_id.clone(),
-            id.local_tag.clone(),
-            id.remote_tag.clone(),
-        ));
-        ports.release(call.info.rtp_port);
-        call.span
-            .in_scope(|| tracing::info!(reason = reason.as_str(), "call ended"));
-        self.outputs.push_back(Output::CallEnded {
-            call: handle,
-            reason,
-        });
-    }
-}
-
-/// Where an in-dialog request goes: the next-hop URI when it names an IP literal, else the
-/// address the dialog came from (ivrd does no DNS; trunks are configured by address).
-pub(super) fn next_hop_for(dialog: &Dialog, peer: &Destination) -> Destination {
-    let uri = dialog.next_hop_uri();
-    let parsed = SipUri::parse(&uri).ok();
-    let tcp =
-        crate::sip::header::param(&uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    let transport = if tcp || peer.transport == Transport::Tcp {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    match parsed
-        .as_ref()
-        .and_then(|u| host_ip(&u.host).map(|ip| (ip, u.port)))
-    {
-        Some((ip, port)) if transport == peer.transport => Destination {
-            transport,
-            addr: SocketAddr::new(ip, port.unwrap_or(5060)),
-            conn: peer.conn,
-        },
-        _ => peer.clone(),
-    }
-}
-
-fn transport_param(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Tcp => ";transport=tcp",
-        Transport::Udp => "",
-    }
-}
-
-/// Masks a caller URI for logs: keeps the first 3 and last 2 digits of the number.
-pub fn mask_uri(uri: &str) -> String {
-    let user = SipUri::parse(uri)
-        .ok()
-        .and_then(|u| u.number())
-        .unwrap_or_default();
-    crate::sip::uas::calls::mask_number(&user)
 }

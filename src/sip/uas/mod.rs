@@ -8,7 +8,9 @@
 pub mod calls;
 mod config;
 mod dispatch;
+mod hangup;
 mod invite;
+mod reinvite;
 mod transfer;
 
 pub use calls::{CallHandle, CallInfo, EndReason};
