@@ -66,6 +66,9 @@ impl Endpoint {
             }
             return;
         }
+        if !self.cfg.is_trusted(inbound.source.ip()) {
+            return self.refuse_untrusted(now, &inbound, &req, &ctx, dest);
+        }
         let mut txn = InviteServerTxn::new(self.cfg.timers, inbound.transport.is_unreliable());
         if ctx.to_tag.is_some() {
             return self.on_reinvite(now, &inbound, req, &ctx, key, txn, dest);
@@ -84,7 +87,7 @@ impl Endpoint {
         if let Some(bytes) = txn.send_provisional(trying) {
             self.transmit(dest.clone(), bytes);
         }
-        match self.admit_call(&inbound, &req, &ctx, ports) {
+        match self.admit_call(&req, &ctx, ports) {
             Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call),
             Err(refusal) => {
                 if refusal.code == 503 {
@@ -119,20 +122,40 @@ impl Endpoint {
         }
     }
 
-    /// Policy and negotiation for a new call, in the order a trunk operator expects the
-    /// answers: who, where to, how many, what media.
+    /// An INVITE from a source that may not place calls: a stateless 403 (RFC 3261 §8.2.7 lets
+    /// a UAS answer statelessly), so a flood creates no transaction and no retransmissions;
+    /// beyond a per-source rate it is dropped. Never a call, always counted.
+    fn refuse_untrusted(
+        &mut self,
+        now: Instant,
+        inbound: &Inbound<'_>,
+        req: &Request,
+        ctx: &RequestCtx,
+        dest: Destination,
+    ) {
+        self.counters.acl_rejected += 1;
+        if !self.untrusted.allow(inbound.source.ip(), now) {
+            self.counters.dropped += 1;
+            return;
+        }
+        tracing::warn!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE from an untrusted source refused (403)");
+        let tag = random_token();
+        let parts = ResponseParts {
+            to_tag: Some(&tag),
+            source: Some(inbound.source),
+            ..Default::default()
+        };
+        self.transmit(dest, build_response(req, 403, reason_phrase(403), &parts));
+    }
+
+    /// Policy and negotiation for a trusted trunk's new call, in the order an operator expects
+    /// the answers: where to, how many, what media.
     fn admit_call(
         &mut self,
-        inbound: &Inbound<'_>,
         req: &Request,
         ctx: &RequestCtx,
         ports: &mut dyn RtpPortSource,
     ) -> Result<(Option<OfferAnswer>, u16), Refusal> {
-        if !self.cfg.is_trusted(inbound.source.ip()) {
-            self.counters.acl_rejected += 1;
-            tracing::warn!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE from an untrusted source refused (403)");
-            return Err(Refusal::new(403));
-        }
         if SipUri::parse(&req.uri).is_err() {
             return Err(
                 Refusal::new(416).with("Reason", "SIP;text=\"Unsupported URI scheme\"".into())

@@ -10,6 +10,7 @@ mod config;
 mod dispatch;
 mod hangup;
 mod invite;
+mod rate_limit;
 mod reinvite;
 mod transfer;
 
@@ -140,6 +141,8 @@ pub struct Endpoint {
     next_handle: u64,
     draining: bool,
     counters: SipCounters,
+    /// How often untrusted sources get an answer at all.
+    untrusted: rate_limit::SourceLimiter,
 }
 
 impl Endpoint {
@@ -157,6 +160,7 @@ impl Endpoint {
             next_handle: 1,
             draining: false,
             counters: SipCounters::default(),
+            untrusted: rate_limit::SourceLimiter::default(),
         }
     }
 

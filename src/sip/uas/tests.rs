@@ -296,8 +296,9 @@ fn policy_refusals_403_488_503_415() {
     };
     let mut h = Harness::new(cfg);
     let out = h.send_from("192.0.2.9:5060", &invite("z9hG4bKa", "x1", OFFER));
-    assert_eq!(codes(&out), [100, 403]);
+    assert_eq!(codes(&out), [403], "stateless: no 100, no transaction");
     assert_eq!(h.ep.counters().acl_rejected, 1);
+    assert_eq!(h.ep.transaction_count(), 0);
     let opus = OFFER
         .replace("RTP/AVP 0 101", "RTP/AVP 96")
         .replace("telephone-event", "opus");
@@ -319,7 +320,34 @@ fn policy_refusals_403_488_503_415() {
     h.ep.begin_drain();
     assert_eq!(codes(&h.send(&invite("z9hG4bKf", "x6", OFFER))), [100, 503]);
     // Refused INVITEs' finals are retransmitted until ACKed (Timer G), then end (Timer H).
-    assert!(codes(&h.advance(Duration::from_millis(500))).contains(&403));
+    assert!(codes(&h.advance(Duration::from_millis(500))).contains(&503));
+}
+
+#[test]
+fn an_untrusted_flood_creates_nothing_and_is_rate_limited() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let mut answered = 0;
+    for i in 0..1000 {
+        let out = h.send_from(
+            "203.0.113.7:5060",
+            &invite(&format!("z9hG4bKf{i}"), &format!("f{i}"), OFFER),
+        );
+        answered += codes(&out).len();
+        assert!(
+            out.iter().all(|o| matches!(o, Output::Transmit { .. })),
+            "never a call"
+        );
+    }
+    assert_eq!(h.ep.active_calls(), 0);
+    assert_eq!(h.ep.transaction_count(), 0);
+    assert_eq!(answered, 20, "a burst of refusals, then silence");
+    assert_eq!(h.ep.counters().acl_rejected, 1000);
+    assert_eq!(h.ep.counters().dropped, 980);
+    // A trusted trunk is unaffected.
+    assert_eq!(
+        codes(&h.send(&invite("z9hG4bKok", "ok", OFFER))),
+        [100, 200]
+    );
 }
 
 #[test]
