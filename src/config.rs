@@ -61,6 +61,8 @@ pub struct SipSection {
     pub t4_ms: u64,
     /// Idle TCP connections are closed after this many seconds.
     pub tcp_idle_secs: u64,
+    /// Numbers served (prefixes of the dialled number); others get 404. Empty serves all.
+    pub service_numbers: Vec<String>,
 }
 
 impl Default for SipSection {
@@ -79,6 +81,7 @@ impl Default for SipSection {
             t2_ms: 4000,
             t4_ms: 5000,
             tcp_idle_secs: 300,
+            service_numbers: vec!["12345".into()],
         }
     }
 }
@@ -269,6 +272,7 @@ impl Config {
             answer_delay: Duration::from_millis(self.sip.answer_delay_ms),
             retry_after_secs: self.sip.retry_after_secs,
             contact_user: "ivrd".into(),
+            service_numbers: self.sip.service_numbers.clone(),
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct EndpointConfig {
     pub retry_after_secs: u32,
     /// User part of our Contact URI.
     pub contact_user: String,
+    /// Numbers ivrd serves, as prefixes of the dialled number (`12345` also covers the per-city
+    /// `1234501`…); anything else gets 404, so ivrd is never an open relay. Empty serves all.
+    pub service_numbers: Vec<String>,
 }
 
 impl Default for EndpointConfig {
@@ -37,6 +40,7 @@ impl Default for EndpointConfig {
             answer_delay: Duration::ZERO,
             retry_after_secs: 30,
             contact_user: "ivrd".to_string(),
+            service_numbers: vec!["12345".to_string()],
         }
     }
 }
@@ -52,6 +56,27 @@ impl EndpointConfig {
     }
 }
 
+impl EndpointConfig {
+    /// Whether ivrd answers calls to `number` (digits of the Request-URI user part or tel
+    /// number). A leading `+86` or `0086` country code is ignored.
+    pub fn serves(&self, number: &str) -> bool {
+        if self.service_numbers.is_empty() {
+            return true;
+        }
+        let digits: String = number
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .collect();
+        let national = digits
+            .strip_prefix("+86")
+            .or_else(|| digits.strip_prefix("0086"))
+            .unwrap_or(digits.trim_start_matches('+'));
+        self.service_numbers
+            .iter()
+            .any(|prefix| !prefix.is_empty() && national.starts_with(prefix.as_str()))
+    }
+}
+
 /// The RTP port pool, owned by the driver (which binds the sockets). The UAS core reserves a port
 /// before it answers, so a call is only answered when its media socket exists.
 pub trait RtpPortSource {
@@ -59,4 +84,25 @@ pub trait RtpPortSource {
     fn reserve(&mut self) -> Option<u16>;
     /// Returns a port to the pool.
     fn release(&mut self, port: u16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_numbers_match_by_prefix_after_the_country_code() {
+        let cfg = EndpointConfig::default();
+        for ok in ["12345", "1234501", "+8612345", "008612345", "+86-12345"] {
+            assert!(cfg.serves(ok), "{ok}");
+        }
+        for no in ["110", "13800000000", "+8613800000000", "", "2345"] {
+            assert!(!cfg.serves(no), "{no}");
+        }
+        let open = EndpointConfig {
+            service_numbers: vec![],
+            ..Default::default()
+        };
+        assert!(open.serves("999"));
+    }
 }

@@ -156,10 +156,14 @@ impl Endpoint {
         ctx: &RequestCtx,
         ports: &mut dyn RtpPortSource,
     ) -> Result<(Option<OfferAnswer>, u16), Refusal> {
-        if SipUri::parse(&req.uri).is_err() {
+        let Ok(uri) = SipUri::parse(&req.uri) else {
             return Err(
                 Refusal::new(416).with("Reason", "SIP;text=\"Unsupported URI scheme\"".into())
             );
+        };
+        if !self.cfg.serves(&uri.number().unwrap_or_default()) {
+            tracing::info!(call_id = %ctx.call_id, uri = %req.uri, "INVITE for a number ivrd does not serve (404)");
+            return Err(Refusal::new(404));
         }
         if let Some(required) = req.headers.get("Require") {
             // §8.2.2.3: we support no extensions that a request could require.

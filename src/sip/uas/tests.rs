@@ -343,7 +343,9 @@ fn an_untrusted_flood_creates_nothing_and_is_rate_limited() {
     assert_eq!(answered, 20, "a burst of refusals, then silence");
     assert_eq!(h.ep.counters().acl_rejected, 1000);
     assert_eq!(h.ep.counters().dropped, 980);
-    // A trusted trunk is unaffected.
+    // A trusted trunk is unaffected, but only for the numbers ivrd serves (no open relay).
+    let relay = invite("z9hG4bKr", "r", OFFER).replace("sip:12345@", "sip:0085212345678@");
+    assert_eq!(codes(&h.send(&relay)), [100, 404]);
     assert_eq!(
         codes(&h.send(&invite("z9hG4bKok", "ok", OFFER))),
         [100, 200]
