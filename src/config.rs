@@ -63,6 +63,10 @@ pub struct SipSection {
     pub tcp_idle_secs: u64,
     /// Numbers served (prefixes of the dialled number); others get 404. Empty serves all.
     pub service_numbers: Vec<String>,
+    /// TCP connections accepted at once; more are closed at accept.
+    pub max_tcp_connections: usize,
+    /// A message started on a TCP connection must be complete within this many seconds.
+    pub tcp_message_secs: u64,
 }
 
 impl Default for SipSection {
@@ -82,6 +86,8 @@ impl Default for SipSection {
             t4_ms: 5000,
             tcp_idle_secs: 300,
             service_numbers: vec!["12345".into()],
+            max_tcp_connections: 1024,
+            tcp_message_secs: 10,
         }
     }
 }

@@ -122,12 +122,16 @@ impl Server {
                 stop_io.clone(),
             ));
         }
-        let idle = Duration::from_secs(self.config.sip.tcp_idle_secs);
+        let limits = transport::TcpLimits {
+            max_connections: self.config.sip.max_tcp_connections,
+            idle: Duration::from_secs(self.config.sip.tcp_idle_secs),
+            partial_message: Duration::from_secs(self.config.sip.tcp_message_secs),
+        };
         for listener in self.tcp {
             tokio::spawn(transport::run_tcp(
                 listener,
                 events_tx.clone(),
-                idle,
+                limits,
                 stop_io.clone(),
             ));
         }

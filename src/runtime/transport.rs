@@ -110,13 +110,24 @@ pub async fn run_udp(
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts TCP connections until cancelled; each gets a reader and a writer task.
+/// Limits on stream connections: how many at once, how long one may idle between messages, and
+/// how long a started message may take to complete (slowloris defence).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub idle: Duration,
+    pub partial_message: Duration,
+}
+
+/// Accepts TCP connections until cancelled; each gets a reader and a writer task. Beyond
+/// `max_connections` new connections are closed at once.
 pub async fn run_tcp(
     listener: TcpListener,
     events: mpsc::Sender<TransportEvent>,
-    idle: Duration,
+    limits: TcpLimits,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -124,15 +135,18 @@ pub async fn run_tcp(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = limits.max_connections, "TCP connection limit reached; closing");
+                    drop(stream);
+                    continue;
+                };
                 let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(run_connection(
-                    stream,
-                    peer,
-                    conn,
-                    events.clone(),
-                    idle,
-                    stop.clone(),
-                ));
+                let events = events.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    run_connection(stream, peer, conn, events, limits, stop).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -147,7 +161,7 @@ async fn run_connection(
     peer: SocketAddr,
     conn: ConnId,
     events: mpsc::Sender<TransportEvent>,
-    idle: Duration,
+    limits: TcpLimits,
     stop: CancellationToken,
 ) {
     let Ok(local) = stream.local_addr() else {
@@ -171,15 +185,26 @@ async fn run_connection(
         }
     });
     let mut buf = BytesMut::with_capacity(8192);
+    // When the bytes of an unfinished message started arriving.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     'read: loop {
+        let deadline = match partial_since {
+            Some(started) => started + limits.partial_message,
+            None => tokio::time::Instant::now() + limits.idle,
+        };
         let read = tokio::select! {
             _ = stop.cancelled() => break,
-            r = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)) => r,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Err(_) => {
-                tracing::debug!(%peer, "closing idle TCP connection");
+                let why = if partial_since.is_some() {
+                    "message incomplete too long"
+                } else {
+                    "idle"
+                };
+                tracing::debug!(%peer, why, "closing TCP connection");
                 break;
             }
             Ok(Ok(_)) => {}
@@ -187,6 +212,7 @@ async fn run_connection(
         loop {
             match frame_len(&buf) {
                 Ok(Some(n)) => {
+                    partial_since = None;
                     let frame = buf.split_to(n).freeze();
                     let event = TransportEvent::Message {
                         transport: Transport::Tcp,
@@ -199,7 +225,16 @@ async fn run_connection(
                         break 'read;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Keep-alive CRLFs alone do not start a message.
+                    let started = buf.iter().any(|b| !b.is_ascii_whitespace());
+                    partial_since = match (started, partial_since) {
+                        (false, _) => None,
+                        (true, Some(t)) => Some(t),
+                        (true, None) => Some(tokio::time::Instant::now()),
+                    };
+                    break;
+                }
                 Err(_) => {
                     let _ = events
                         .send(TransportEvent::Unframeable { source: peer })
