@@ -12,7 +12,6 @@ use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
 use crate::metrics::{Metrics, RecordingKind};
 use crate::runtime::case_writer::{self, hangup_of, recording_ref, unix_ms_of};
-use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpSockets;
 use crate::runtime::recorder::{
     CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
@@ -67,8 +66,8 @@ pub struct CallShared {
     pub cname: String,
     /// The recording writer; `None` when it could not start (calls are still answered).
     pub recorder: Option<RecordingWriter>,
-    /// The case spool; `None` when it could not be opened (cases then go to the log).
-    pub outbox: Option<Outbox>,
+    /// Where cases go: the outbox, or memory while the disk refuses them.
+    pub cases: Arc<case_writer::CaseSpool>,
     pub metrics: Arc<Metrics>,
     pub host: String,
 }
@@ -556,7 +555,7 @@ impl CallTask {
             path = %journal.nodes_visited().join(">"),
             "call finished"
         );
-        case_writer::spool(self.shared.outbox.as_ref(), self.case_id.clone(), &case).await;
+        self.shared.cases.spool(self.case_id.clone(), &case).await;
     }
 
     fn observe_media(&self) {

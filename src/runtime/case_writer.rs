@@ -55,28 +55,139 @@ pub fn recording_ref(kind: &str, summary: &RecordingSummary) -> RecordingRef {
     }
 }
 
-/// Spools a case; logs and returns false if the disk refused it.
-pub async fn spool(outbox: Option<&Outbox>, case_id: CaseId, case: &CaseSkeleton) -> bool {
-    let json = match case.to_json() {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::error!(case_id = %case_id, error = %e, "case could not be serialised");
-            return false;
+/// Cases held in memory at most while the disk refuses them; beyond this they go to the log only.
+const MAX_HELD: usize = 100_000;
+
+/// Where finished calls leave their cases: the durable outbox, or — while the disk refuses
+/// writes (full, read-only, gone) — a bounded queue in memory that is written out as soon as the
+/// disk takes it again (issue: "a case is never lost because the disk failed").
+pub struct CaseSpool {
+    storage_dir: std::path::PathBuf,
+    outbox: std::sync::Mutex<Option<Outbox>>,
+    held: std::sync::Mutex<std::collections::VecDeque<(CaseId, Vec<u8>)>>,
+}
+
+impl CaseSpool {
+    /// A spool over `outbox` (which may be missing if it could not be opened at start-up).
+    pub fn new(storage_dir: &std::path::Path, outbox: Option<Outbox>) -> Self {
+        CaseSpool {
+            storage_dir: storage_dir.to_path_buf(),
+            outbox: std::sync::Mutex::new(outbox),
+            held: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
-    };
-    let Some(outbox) = outbox else {
-        tracing::error!(case_id = %case_id, case = %String::from_utf8_lossy(&json), "no outbox; case only in the log");
-        return false;
-    };
-    match outbox.enqueue_async(case_id.clone(), json.clone()).await {
-        Ok(()) => {
-            tracing::info!(case_id = %case_id, outcome = %case.outcome, "case spooled");
-            true
+    }
+
+    /// Cases waiting in memory for the disk.
+    pub fn held(&self) -> usize {
+        self.held.lock().map_or(0, |h| h.len())
+    }
+
+    fn outbox(&self) -> Option<Outbox> {
+        let mut guard = self.outbox.lock().ok()?;
+        if guard.is_none() {
+            *guard = Outbox::open(&self.storage_dir).ok();
         }
-        Err(e) => {
-            tracing::error!(case_id = %case_id, error = %e, case = %String::from_utf8_lossy(&json), "case NOT spooled; written to the log");
-            false
+        guard.clone()
+    }
+
+    /// Spools a case durably, or holds it in memory when the disk refuses it. Returns true when
+    /// it is on disk.
+    pub async fn spool(&self, case_id: CaseId, case: &CaseSkeleton) -> bool {
+        let json = match case.to_json() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(case_id = %case_id, error = %e, "case could not be serialised");
+                return false;
+            }
+        };
+        let result = match self.outbox() {
+            Some(outbox) => outbox
+                .enqueue_async(case_id.clone(), json.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("outbox unavailable".to_string()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(case_id = %case_id, outcome = %case.outcome, "case spooled");
+                true
+            }
+            Err(error) => {
+                self.hold(case_id, json, &error);
+                false
+            }
         }
+    }
+
+    fn hold(&self, case_id: CaseId, json: Vec<u8>, error: &str) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        if held.len() >= MAX_HELD {
+            tracing::error!(case_id = %case_id, %error, case = %String::from_utf8_lossy(&json), "case NOT spooled and memory full; written to the log");
+            return;
+        }
+        tracing::error!(case_id = %case_id, %error, held = held.len() + 1, "case NOT spooled; held in memory until the disk takes it");
+        held.push_back((case_id, json));
+    }
+
+    /// Tries to write every held case; returns how many are still held.
+    pub async fn retry_held(&self) -> usize {
+        let batch: Vec<(CaseId, Vec<u8>)> = match self.held.lock() {
+            Ok(mut held) => held.drain(..).collect(),
+            Err(_) => return 0,
+        };
+        if batch.is_empty() {
+            return 0;
+        }
+        let outbox = self.outbox();
+        let mut still = Vec::new();
+        for (id, json) in batch {
+            let ok = match &outbox {
+                Some(o) => o.enqueue_async(id.clone(), json.clone()).await.is_ok(),
+                None => false,
+            };
+            if ok {
+                tracing::info!(case_id = %id, "held case spooled after the disk recovered");
+            } else {
+                still.push((id, json));
+            }
+        }
+        let left = still.len();
+        if let Ok(mut held) = self.held.lock() {
+            for item in still.into_iter().rev() {
+                held.push_front(item);
+            }
+        }
+        left
+    }
+
+    /// Logs every case still held (the last resort at shutdown).
+    pub fn log_held(&self) {
+        if let Ok(held) = self.held.lock() {
+            for (id, json) in held.iter() {
+                tracing::error!(case_id = %id, case = %String::from_utf8_lossy(json), "case never reached the disk; here it is");
+            }
+        }
+    }
+}
+
+/// Retries held cases every `every` until `stop`; then one last try, and the log for the rest.
+pub async fn run_retry(
+    spool: std::sync::Arc<CaseSpool>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {
+                spool.retry_held().await;
+            }
+        }
+    }
+    if spool.retry_held().await > 0 {
+        spool.log_held();
     }
 }
 
@@ -187,5 +298,57 @@ pub fn observe_recording(
             tracing::error!(error = %e, "recording failed");
             metrics.recording_failed(kind);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_case(id: &CaseId) -> CaseSkeleton {
+        refused_case(
+            id,
+            "c@x",
+            "sip:+8613800000000@t",
+            "sip:12345@i",
+            "127.0.0.1",
+            Instant::now(),
+            "test",
+        )
+    }
+
+    #[tokio::test]
+    async fn cases_wait_in_memory_while_the_disk_refuses_and_are_written_after() {
+        let dir = std::env::temp_dir().join(format!(
+            "ivrd-spool-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let outbox = Outbox::open(&dir).expect("outbox");
+        let spool = CaseSpool::new(&dir, Some(outbox.clone()));
+        // The disk "fails": the pending directory is replaced by a file.
+        let pending = outbox.pending_dir().to_path_buf();
+        std::fs::rename(&pending, dir.join("pending-away")).expect("move away");
+        std::fs::write(&pending, b"not a directory").expect("block");
+        let ids: Vec<CaseId> = (0..3).map(|_| new_case_id()).collect();
+        for id in &ids {
+            assert!(
+                !spool.spool(id.clone(), &a_case(id)).await,
+                "refused by the disk"
+            );
+        }
+        assert_eq!(spool.held(), 3);
+        assert_eq!(spool.retry_held().await, 3, "still failing: still held");
+        // The disk recovers.
+        std::fs::remove_file(&pending).expect("unblock");
+        std::fs::rename(dir.join("pending-away"), &pending).expect("restore");
+        assert_eq!(spool.retry_held().await, 0);
+        assert_eq!(spool.held(), 0);
+        for id in &ids {
+            let file = pending.join(format!("{id}.json"));
+            let text = std::fs::read_to_string(&file).expect("written after recovery");
+            assert!(text.contains(id.as_str()));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

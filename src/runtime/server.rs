@@ -174,13 +174,23 @@ impl Server {
             stop_http.clone(),
         ));
         let (recorder, outbox) = start_storage(&self.config, &metrics, stop_io.clone()).await;
+        let cases = Arc::new(case_writer::CaseSpool::new(
+            &self.config.storage.dir,
+            outbox,
+        ));
+        let stop_cases = CancellationToken::new();
+        let case_retry = tokio::spawn(case_writer::run_retry(
+            cases.clone(),
+            Duration::from_secs(5),
+            stop_cases.clone(),
+        ));
         let shared = Arc::new(CallShared {
             prompts,
             plans: self.plans,
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             cname: format!("ivrd@{bind_ip}"),
             recorder,
-            outbox,
+            cases: cases.clone(),
             metrics: metrics.clone(),
             host: hostname(),
         });
@@ -196,6 +206,8 @@ impl Server {
             drain: Duration::from_secs(self.config.sip.drain_secs),
         };
         driver.run(events_rx, shutdown, ready).await;
+        stop_cases.cancel();
+        let _ = case_retry.await;
         stop_io.cancel();
         stop_http.cancel();
     }
@@ -388,7 +400,7 @@ impl SipDriver {
                             received,
                             &shared.host,
                         );
-                        case_writer::spool(shared.outbox.as_ref(), case_id, &case).await;
+                        shared.cases.spool(case_id, &case).await;
                     });
                 }
                 Output::CallEnded { call, reason } => {
