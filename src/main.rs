@@ -89,6 +89,60 @@ struct PromptsArg {
 enum GraphFormat {
     Dot,
     Mermaid,
+    /// Rendered by Graphviz's `dot`, which must be installed.
+    Svg,
+}
+
+/// Renders DOT to SVG with Graphviz (exit 1 with a hint when it is not installed).
+fn svg(dot: &str) -> ExitCode {
+    use std::io::Write;
+    let child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!(
+            "ivrd: Graphviz `dot` is not installed (apt-get install graphviz); use --format dot"
+        );
+        return ExitCode::from(1);
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(dot.as_bytes());
+    }
+    match child.wait() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+/// The case a simulated call would leave, with placeholder call facts.
+fn simulated_case(journal: &ivrd::dialplan::journal::CallJournal) -> String {
+    use ivrd::case::skeleton::Hangup;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let ivr_ms = journal
+        .ended_after
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let facts = ivrd::case::CallFacts {
+        case_id: "SIMULATED".into(),
+        call_id: "simulated".into(),
+        caller: journal.caller.clone(),
+        called: journal.called.clone(),
+        trunk: journal.trunk.clone().unwrap_or_default(),
+        received_unix_ms: now,
+        answered_unix_ms: Some(now),
+        ended_unix_ms: now + ivr_ms,
+        hangup: Hangup {
+            side: "ivrd".into(),
+            reason: "simulated".into(),
+        },
+        host: "simulate".into(),
+    };
+    let case = ivrd::case::CaseSkeleton::from_journal(&facts, journal, Vec::new(), false);
+    case.to_json()
+        .map(|j| String::from_utf8_lossy(&j).into_owned())
+        .unwrap_or_else(|e| format!("(case not serialisable: {e})"))
 }
 
 fn main() -> ExitCode {
@@ -124,7 +178,18 @@ fn main() -> ExitCode {
                 silence,
                 wall,
             );
-            report(result, |_| true)
+            match result {
+                Ok(report) => {
+                    print!("{report}");
+                    println!("\ncase skeleton (with placeholder call facts):");
+                    println!("{}", simulated_case(&report.journal));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Graph {
             file,
@@ -135,6 +200,7 @@ fn main() -> ExitCode {
                 match format {
                     GraphFormat::Dot => print!("{}", ivrd::dialplan::graph::to_dot(&plan)),
                     GraphFormat::Mermaid => print!("{}", ivrd::dialplan::graph::to_mermaid(&plan)),
+                    GraphFormat::Svg => return svg(&ivrd::dialplan::graph::to_dot(&plan)),
                 }
                 ExitCode::SUCCESS
             }

@@ -99,6 +99,25 @@ fn run_refuses_a_broken_dialplan_with_exit_2() {
 }
 
 #[test]
+fn simulate_prints_the_path_and_the_case_it_would_leave() {
+    let out = ivrd()
+        .args(["simulate", "dialplans/12345.toml", "--keys", "9,1"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("path:"), "{text}");
+    let json_start = text.find("{\n").expect("case JSON");
+    let case: serde_json::Value = serde_json::from_str(&text[json_start..]).expect("case parses");
+    assert_eq!(case["outcome"], "emergency_handoff");
+    assert_eq!(case["transfer"]["emergency"], "110");
+}
+
+#[test]
 fn plan_tests_and_graph_run_on_the_shipped_plan() {
     let out = ivrd()
         .args(["test", "dialplans/12345.toml"])
