@@ -138,6 +138,24 @@ async fn sipp_calls_deliver_valid_cases_once_each() {
             .collect();
         assert_eq!(kinds, ["call"], "each answered call is recorded");
     }
+    // The outbox is visible to operators: 10 deliveries counted, nothing pending (the gauges
+    // refresh every second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = daemon.scrape();
+        let delivered = text
+            .lines()
+            .any(|l| l == r#"ivrd_outbox_deliveries_total{result="delivered"} 10"#);
+        let latency = text
+            .lines()
+            .any(|l| l == "ivrd_outbox_delivery_latency_seconds_count 10");
+        let idle = text.lines().any(|l| l == "ivrd_outbox_pending_cases 0");
+        if delivered && latency && idle {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
