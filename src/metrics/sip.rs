@@ -7,7 +7,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use super::register::{self, Reg};
 use super::{Metrics, MetricsError, RejectReason};
 use crate::sip::message::Method;
-use crate::sip::uas::SipCounters;
+use crate::sip::uas::{ResponseTally, SipCounters};
 
 /// Methods whose series exist at zero from start-up (the ones a trunk sends to a UAS).
 const COMMON_METHODS: [&str; 9] = [
@@ -110,8 +110,8 @@ impl Metrics {
 
     /// Brings the counters fed by the sans-IO endpoint up to date from its cumulative
     /// [`SipCounters`]: parse errors, dropped messages, ACL rejections, retransmissions,
-    /// transaction timeouts, calls offered and answered, and calls rejected for `acl`,
-    /// `overload` and `codec`. Call it after each batch of endpoint work; it adds only what grew
+    /// transaction timeouts, calls offered and answered, calls rejected for `acl`,
+    /// `overload` and `codec`, requests by method and responses by method and code. Call it after each batch of endpoint work; it adds only what grew
     /// since the previous call, so calling it often costs nothing and never double-counts.
     /// (So do not also call [`Metrics::call_rejected`] for those three reasons.)
     pub fn observe_sip_counters(&self, now: &SipCounters) {
@@ -136,7 +136,35 @@ impl Metrics {
         for (reason, n) in rejected {
             self.calls.rejected_by(reason, n);
         }
+        for ((label, n), (_, before)) in now.requests.iter().zip(last.requests.iter()) {
+            if n != before {
+                let n = delta(n, before);
+                self.sip.requests.with_label_values(&[label]).inc_by(n);
+            }
+        }
+        self.observe_responses(&now.responses, &last.responses);
         *last = now.clone();
+    }
+
+    /// The response part of [`Metrics::observe_sip_counters`]. Slots keep their key for the life
+    /// of an endpoint, so entry `i` is compared with entry `i`; a different key there means the
+    /// endpoint was replaced and the whole count is new.
+    fn observe_responses(&self, now: &ResponseTally, last: &ResponseTally) {
+        let mut before = last.iter();
+        for (label, code, n) in now.iter() {
+            let old = match before.next() {
+                Some((l, c, old)) if l == label && c == code => old,
+                _ => 0,
+            };
+            if n != old {
+                let mut buf = [0u8; 3];
+                let (class, code) = status_labels(code, &mut buf);
+                self.sip
+                    .responses
+                    .with_label_values(&[label, class, code])
+                    .inc_by(delta(n, old));
+            }
+        }
     }
 }
 

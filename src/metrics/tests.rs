@@ -324,3 +324,43 @@ fn promtool_accepts_a_scrape() {
         "promtool lint findings:\n{report}"
     );
 }
+
+#[test]
+fn observe_sip_counters_exports_requests_and_responses_by_label() {
+    let m = Metrics::new().unwrap();
+    let mut c = SipCounters::default();
+    c.requests.add(&Method::Invite);
+    c.responses.add(&Method::Invite, 100);
+    m.observe_sip_counters(&c);
+    m.observe_sip_counters(&c);
+    c.requests.add(&Method::Invite);
+    c.requests.add(&Method::Other("FOO".into()));
+    c.responses.add(&Method::Invite, 100);
+    c.responses.add(&Method::Options, 200);
+    m.observe_sip_counters(&c);
+    let text = m.render().unwrap();
+    let get = |s: &str| value(&text, s);
+    assert_eq!(
+        get(r#"ivrd_sip_requests_received_total{method="INVITE"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        get(r#"ivrd_sip_requests_received_total{method="other"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(r#"ivrd_sip_requests_received_total{method="BYE"}"#),
+        Some(0.0)
+    );
+    let trying = r#"ivrd_sip_responses_sent_total{class="1xx",code="100",method="INVITE"}"#;
+    assert_eq!(get(trying), Some(2.0));
+    let ok = r#"ivrd_sip_responses_sent_total{class="2xx",code="200",method="OPTIONS"}"#;
+    assert_eq!(get(ok), Some(1.0));
+    // A fresh endpoint (counts restart from zero) adds its counts, never subtracts.
+    let mut fresh = SipCounters::default();
+    fresh.responses.add(&Method::Options, 200);
+    m.observe_sip_counters(&fresh);
+    let text = m.render().unwrap();
+    assert_eq!(value(&text, ok), Some(2.0));
+    assert_eq!(value(&text, trying), Some(2.0));
+}

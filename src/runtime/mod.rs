@@ -5,6 +5,7 @@ pub mod case_writer;
 pub mod delivery;
 pub mod http;
 pub mod outbox;
+pub mod outbox_metrics;
 pub mod plans;
 pub mod ports;
 pub mod recorder;

@@ -501,7 +501,7 @@ impl SighupStream {
 /// its delivery worker. A failure of either store is logged and counted; calls are still answered.
 async fn start_storage(
     config: &Config,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     stop: CancellationToken,
 ) -> (Option<RecordingWriter>, Option<Outbox>) {
     let dir = config.storage.dir.clone();
@@ -532,6 +532,7 @@ async fn start_storage(
             let secret = (!config.intake.secret.is_empty()).then(|| config.intake.secret.clone());
             crate::runtime::delivery::DeliveryConfig::new(config.intake.url.clone(), secret)
         });
+        crate::runtime::outbox_metrics::spawn(outbox.clone(), metrics.clone(), stop.clone());
         crate::runtime::delivery::spawn_delivery(outbox.clone(), delivery, stop);
     }
     (recorder, outbox)

@@ -159,7 +159,8 @@ impl Endpoint {
                 ..Default::default()
             },
         );
-        self.transmit(reply_destination(&inbound, &via), bytes);
+        let method = Method::from_token(start.split(' ').next().unwrap_or_default());
+        self.transmit_response(reply_destination(&inbound, &via), &method, code, bytes);
     }
 
     fn on_request(
@@ -169,6 +170,7 @@ impl Endpoint {
         req: Request,
         ports: &mut dyn RtpPortSource,
     ) {
+        self.counters.requests.add(&req.method);
         let top_via = req
             .headers
             .get("Via")
@@ -218,6 +220,7 @@ impl Endpoint {
         reason: &str,
     ) {
         tracing::debug!(source = %inbound.source, code, reason, "rejected request");
+        let method = req.method.clone();
         let bytes = build_response(
             req,
             code,
@@ -227,7 +230,7 @@ impl Endpoint {
                 ..Default::default()
             },
         );
-        self.transmit(dest, bytes);
+        self.transmit_response(dest, &method, code, bytes);
     }
 
     fn on_non_invite(
@@ -306,7 +309,7 @@ impl Endpoint {
         let bytes = build_response(&req, code, &reason, &parts);
         let mut txn = NonInviteServerTxn::new(self.cfg.timers, inbound.transport.is_unreliable());
         if let Some(out) = txn.send_response(now, code, bytes) {
-            self.transmit(dest.clone(), out);
+            self.transmit_response(dest.clone(), &req.method, code, out);
         }
         let next = txn.poll_timeout();
         self.non_invite_txns.insert(key.clone(), (txn, dest));

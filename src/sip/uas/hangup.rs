@@ -38,7 +38,7 @@ impl Endpoint {
                 let sent = entry.txn.send_final(now, 480, bytes);
                 let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
                 if let Some(b) = sent {
-                    self.transmit(to, b);
+                    self.transmit_response(to, &Method::Invite, 480, b);
                 }
                 self.arm(TimerKey::InviteTxn(key), next);
             }

@@ -85,7 +85,7 @@ impl Endpoint {
             },
         );
         if let Some(bytes) = txn.send_provisional(trying) {
-            self.transmit(dest.clone(), bytes);
+            self.transmit_response(dest.clone(), &Method::Invite, 100, bytes);
         }
         match self.admit_call(&req, &ctx, ports) {
             Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call),
@@ -145,7 +145,12 @@ impl Endpoint {
             source: Some(inbound.source),
             ..Default::default()
         };
-        self.transmit(dest, build_response(req, 403, reason_phrase(403), &parts));
+        self.transmit_response(
+            dest,
+            &Method::Invite,
+            403,
+            build_response(req, 403, reason_phrase(403), &parts),
+        );
     }
 
     /// Policy and negotiation for a trusted trunk's new call, in the order an operator expects
@@ -275,7 +280,7 @@ impl Endpoint {
             };
             if let Some(bytes) = txn.send_provisional(build_response(&req, 180, "Ringing", &parts))
             {
-                self.transmit(dest.clone(), bytes);
+                self.transmit_response(dest.clone(), &Method::Invite, 180, bytes);
             }
             self.arm(TimerKey::Answer(handle), Some(now + self.cfg.answer_delay));
         }
@@ -369,7 +374,7 @@ impl Endpoint {
         let sent = entry.txn.send_final(now, 200, bytes);
         let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
         if let Some(bytes) = sent {
-            self.transmit(to, bytes);
+            self.transmit_response(to, &Method::Invite, 200, bytes);
         }
         self.arm(TimerKey::InviteTxn(key), next);
         self.counters.calls_answered += 1;
@@ -397,7 +402,7 @@ impl Endpoint {
         bytes: Bytes,
     ) {
         if let Some(out) = txn.send_final(now, code, bytes) {
-            self.transmit(dest.clone(), out);
+            self.transmit_response(dest.clone(), &Method::Invite, code, out);
         }
         let next = txn.poll_timeout();
         self.invite_txns.insert(
@@ -446,7 +451,7 @@ impl Endpoint {
             let sent = entry.txn.send_final(now, 487, bytes);
             let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
             if let Some(bytes) = sent {
-                self.transmit(to, bytes);
+                self.transmit_response(to, &Method::Invite, 487, bytes);
             }
             self.arm(TimerKey::InviteTxn(invite_key), next);
         }
@@ -473,7 +478,7 @@ impl Endpoint {
             inbound.transport.is_unreliable(),
         );
         if let Some(out) = txn.send_response(now, code, bytes) {
-            self.transmit(dest.clone(), out);
+            self.transmit_response(dest.clone(), &req.method, code, out);
         }
         let key = ctx.txn_key(&req.method);
         let next = txn.poll_timeout();

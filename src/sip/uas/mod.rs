@@ -12,10 +12,12 @@ mod hangup;
 mod invite;
 mod rate_limit;
 mod reinvite;
+mod tally;
 mod transfer;
 
 pub use calls::{CallHandle, CallInfo, EndReason};
 pub use config::{EndpointConfig, RtpPortSource};
+pub use tally::{METHOD_LABELS, RequestTally, ResponseTally};
 pub use transfer::{TransferOutcome, TransferRequest, refer_to_value, sipfrag_status};
 
 use crate::sip::header::Transport;
@@ -104,6 +106,11 @@ pub struct SipCounters {
     pub transaction_timeouts: u64,
     pub calls_offered: u64,
     pub calls_answered: u64,
+    /// Requests parsed, by method (retransmitted requests included: they were received).
+    pub requests: RequestTally,
+    /// Responses transmitted, by request method and code; first transmissions only (our
+    /// retransmissions are in `retransmissions_sent`).
+    pub responses: ResponseTally,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,6 +222,18 @@ impl Endpoint {
 
     fn transmit(&mut self, to: Destination, bytes: Bytes) {
         self.outputs.push_back(Output::Transmit { to, bytes });
+    }
+
+    /// Transmits a response (its first transmission) and counts it for the metrics.
+    fn transmit_response(
+        &mut self,
+        to: Destination,
+        method: &crate::sip::message::Method,
+        code: u16,
+        bytes: Bytes,
+    ) {
+        self.counters.responses.add(method, code);
+        self.transmit(to, bytes);
     }
 
     /// Runs every timer that is due at `now`.

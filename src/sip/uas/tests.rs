@@ -594,3 +594,45 @@ fn refused_or_unanswered_refer_fails_the_transfer() {
         Some(TransferOutcome::Failed { code: None })
     );
 }
+
+#[test]
+fn requests_and_responses_are_tallied_by_method_and_code() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let out = h.send(&invite("z9hG4bK1", "c1", OFFER));
+    let tag = to_tag(&responses(&out)[1]);
+    h.advance(Duration::from_millis(500)); // one 200 retransmission: not a new response
+    h.send(&in_dialog("ACK", "z9hG4bK2", "c1", &tag, 1, ""));
+    h.send(&in_dialog("BYE", "z9hG4bK3", "c1", &tag, 2, ""));
+    h.send(&in_dialog("BYE", "z9hG4bK3", "c1", &tag, 2, "")); // retransmitted request
+    h.send_from("192.0.2.9:5060", &invite("z9hG4bKa", "x1", OFFER));
+    let options = invite("z9hG4bKo", "o1", "").replace("INVITE", "OPTIONS");
+    assert_eq!(codes(&h.send(&options)), [200]);
+    let foo = invite("z9hG4bKf", "f1", "").replace("INVITE", "FOO");
+    assert_eq!(codes(&h.send(&foo)), [501]);
+    let c = h.ep.counters();
+    let req: Vec<(&str, u64)> = c.requests.iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(
+        req,
+        [
+            ("other", 1),
+            ("INVITE", 2),
+            ("ACK", 1),
+            ("BYE", 2),
+            ("OPTIONS", 1)
+        ]
+    );
+    let resp: Vec<(&str, u16, u64)> = c.responses.iter().filter(|r| r.2 > 0).collect();
+    assert_eq!(
+        resp,
+        [
+            // The untrusted INVITE gets a stateless 403 and no 100 Trying.
+            ("INVITE", 100, 1),
+            ("INVITE", 200, 1),
+            ("BYE", 200, 1),
+            ("INVITE", 403, 1),
+            ("OPTIONS", 200, 1),
+            ("other", 501, 1)
+        ]
+    );
+    assert_eq!(c.retransmissions_sent, 2, "the 200 to INVITE and to BYE");
+}
