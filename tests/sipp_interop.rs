@@ -27,6 +27,21 @@ fn free_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A base for SIPp's `-mp`: SIPp binds four consecutive ports from it (audio RTP and RTCP,
+/// video RTP and RTCP), so all four must be free, not just the first.
+fn free_media_base() -> u16 {
+    for _ in 0..200 {
+        let base = free_port() & !3;
+        let held: Vec<_> = (base..base.saturating_add(4))
+            .filter_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no block of four free UDP ports on loopback")
+}
+
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
@@ -44,7 +59,7 @@ fn work_dir() -> PathBuf {
 fn spawn_sipp(name: &str, server: SocketAddr, calls: u32, dir: &Path, extra: &[&str]) -> Child {
     let calls = calls.to_string();
     let sip_port = free_port().to_string();
-    let media_port = free_port().to_string();
+    let media_port = free_media_base().to_string();
     let mut cmd = Command::new("sipp");
     cmd.arg(server.to_string())
         .arg("-sf")

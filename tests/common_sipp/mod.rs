@@ -65,6 +65,21 @@ pub fn free_udp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A base for SIPp's `-mp`: SIPp binds four consecutive ports from it (audio RTP and RTCP,
+/// video RTP and RTCP), so all four must be free, not just the first.
+pub fn free_media_base() -> u16 {
+    for _ in 0..200 {
+        let base = free_udp_port() & !3;
+        let held: Vec<_> = (base..base.saturating_add(4))
+            .filter_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no block of four free UDP ports on loopback")
+}
+
 fn work_dir() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -88,7 +103,7 @@ impl Sipp {
             .arg(scenario)
             .args(["-i", "127.0.0.1"])
             .args(["-p", &free_udp_port().to_string()])
-            .args(["-mp", &free_udp_port().to_string()])
+            .args(["-mp", &free_media_base().to_string()])
             .args(["-m", &run.calls.to_string()])
             .args(["-r", &run.rate.to_string()])
             .args(["-l", &run.limit.to_string()])

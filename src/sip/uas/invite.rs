@@ -133,6 +133,8 @@ impl Endpoint {
         ctx: &RequestCtx,
         dest: Destination,
     ) {
+        // Offered and rejected{acl} both count it, so offered = answered + rejected + cancelled.
+        self.counters.calls_offered += 1;
         self.counters.acl_rejected += 1;
         if !self.untrusted.allow(inbound.source.ip(), now) {
             self.counters.dropped += 1;
