@@ -164,8 +164,6 @@ impl Server {
         };
         metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
         let ready = Readiness::new();
-        ready.set_sip_bound(true);
-        ready.set_dialplan_loaded(true);
         let stop_http = CancellationToken::new();
         tokio::spawn(crate::runtime::http::serve(
             self.metrics_listener,
@@ -174,6 +172,9 @@ impl Server {
             stop_http.clone(),
         ));
         let (recorder, outbox) = start_storage(&self.config, &metrics, stop_io.clone()).await;
+        // Ready only once recordings and cases have somewhere to go.
+        ready.set_sip_bound(true);
+        ready.set_dialplan_loaded(true);
         let cases = Arc::new(case_writer::CaseSpool::new(
             &self.config.storage.dir,
             outbox,
