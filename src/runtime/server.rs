@@ -403,7 +403,8 @@ impl SipDriver {
                 tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan reloaded; new calls use it")
             }
             Err(e) => {
-                tracing::error!(error = %e, "dialplan reload refused; the previous plan keeps serving")
+                let reason = e.one_line();
+                tracing::error!(%reason, "dialplan reload refused; the previous plan keeps serving")
             }
         }
     }
