@@ -115,7 +115,8 @@ impl Run {
             .expect("sipp is installed (Debian package sip-tester)")
     }
 
-    /// Waits for `child`, then requires exit 0 and `calls` successful, 0 failed calls.
+    /// Waits for `child`, then requires exit 0 and `calls` successful, 0 failed calls; removes the
+    /// work directory when they did.
     pub fn finish(&self, mut child: Child) {
         let hard = self.timeout + Duration::from_secs(15);
         let deadline = Instant::now() + hard;
@@ -140,6 +141,8 @@ impl Run {
             "sipp exit {status}, successful {ok:?}, failed {failed:?} (traces in {}):\n{errors}",
             self.dir.display()
         );
+        // Traces are kept only when a run fails.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// [`Run::spawn`] then [`Run::finish`].
