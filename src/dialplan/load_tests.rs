@@ -82,6 +82,27 @@ fn unknown_target_names_its_line() {
 }
 
 #[test]
+fn one_line_form_keeps_every_file_line_reason_on_one_line() {
+    let src = format!(
+        "{HEAD}{}{}{AGENT}",
+        menu("m1", "nowhere"),
+        menu("m2", "gone")
+    );
+    let err = load(&src).expect_err("two unknown targets");
+    let line = err.one_line();
+    assert!(!line.contains('\n'), "{line}");
+    for target in ["nowhere", "gone"] {
+        let n = src
+            .lines()
+            .position(|l| l.contains(&format!("goto = \"{target}\"")))
+            .unwrap()
+            + 1;
+        assert!(line.contains(&format!(":{n}: ")), "line {n} in {line}");
+        assert!(line.contains(target), "{line}");
+    }
+}
+
+#[test]
 fn missing_prompt_in_one_language_is_refused() {
     let src =
         format!("{HEAD}{}{AGENT}", menu("m1", "agent")).replace("[\"m1\"]", "[\"missing_x\"]");

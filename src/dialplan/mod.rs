@@ -187,6 +187,20 @@ impl DialplanError {
             message: err.message().trim().to_owned(),
         }
     }
+
+    /// The error on one line, problems separated by `; `, for the daemon's log: a log entry
+    /// that spans lines loses its reason to every line-based collector (the multi-line
+    /// [`fmt::Display`] form stays for `ivrd check`).
+    pub fn one_line(&self) -> String {
+        match self {
+            DialplanError::Invalid { problems } => problems
+                .iter()
+                .map(|d| d.to_string().replace('\n', " "))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string().replace('\n', " "),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -415,12 +415,18 @@ impl SipDriver {
 
     /// SIGHUP: a valid plan serves new calls; an invalid one is refused and the old one stays.
     fn reload_plan(&self) {
+        let metrics = &self.shared.metrics;
         match self.shared.plans.reload() {
             Ok(plan) => {
+                // `ivrd_dialplan_info` must name the plan new calls use, as the cases do.
+                metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
+                metrics.dialplan_reload_succeeded();
                 tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan reloaded; new calls use it")
             }
             Err(e) => {
-                tracing::error!(error = %e, "dialplan reload refused; the previous plan keeps serving")
+                metrics.dialplan_reload_failed();
+                let reason = e.one_line();
+                tracing::error!(%reason, "dialplan reload refused; the previous plan keeps serving")
             }
         }
     }

@@ -434,7 +434,13 @@ impl Endpoint {
             .get(&invite_key)
             .map(|e| (e.txn.state(), e.call));
         let code = if found.is_some() { 200 } else { 481 };
-        self.respond_non_invite(now, inbound, req, ctx, dest, code);
+        // §9.2: the 200 to a CANCEL SHOULD carry the To tag of the INVITE's responses.
+        let dialog_tag = found
+            .and_then(|(_, call)| call)
+            .and_then(|handle| self.calls.get(&handle))
+            .map(|call| call.dialog.id.local_tag.clone());
+        let reply = (code, dialog_tag.as_deref());
+        self.respond_non_invite(now, inbound, req, ctx, dest, reply);
         let Some((InviteServerState::Proceeding, Some(handle))) = found else {
             return;
         };
@@ -460,6 +466,8 @@ impl Endpoint {
         self.end_call(now, handle, EndReason::Cancelled, ports);
     }
 
+    /// Answers a non-INVITE request (CANCEL) in its own server transaction with `code`; the To
+    /// tag is `dialog_tag` when the request belongs to a dialog, a fixed one otherwise.
     fn respond_non_invite(
         &mut self,
         now: Instant,
@@ -467,11 +475,11 @@ impl Endpoint {
         req: &Request,
         ctx: &RequestCtx,
         dest: Destination,
-        code: u16,
+        (code, dialog_tag): (u16, Option<&str>),
     ) {
         let parts = ResponseParts {
             source: Some(inbound.source),
-            to_tag: ctx.to_tag.is_none().then_some("ivrd"),
+            to_tag: ctx.to_tag.is_none().then_some(dialog_tag.unwrap_or("ivrd")),
             ..Default::default()
         };
         let bytes = build_response(req, code, reason_phrase(code), &parts);

@@ -247,6 +247,11 @@ fn cancel_before_answer_gets_200_and_487() {
             .is_some_and(|c| c.ends_with("CANCEL"))
     );
     assert_eq!(to_tag(&resps[1]), tag, "487 carries the dialog's tag");
+    assert_eq!(
+        to_tag(&resps[0]),
+        tag,
+        "so does the 200 to the CANCEL (RFC 3261 §9.2)"
+    );
     assert_eq!(h.pool.released, [20000]);
     // The ACK for the 487 matches the INVITE transaction; no answer comes later.
     let ack = format!(
