@@ -60,7 +60,6 @@ pub enum CallCommand {
 
 /// What every call shares, set up once at start-up.
 pub struct CallShared {
-    pub prompts: PromptLibrary,
     pub plans: crate::runtime::plans::PlanStore,
     pub media_timeout: Duration,
     pub cname: String,
@@ -135,6 +134,8 @@ struct CallTask {
     date: RecordingDate,
     session: MediaSession,
     engine: Engine,
+    /// The prompts loaded with the call's plan version.
+    prompts: Arc<PromptLibrary>,
     shared: Arc<CallShared>,
     commands: mpsc::Sender<CallCommand>,
     /// The engine's current `Play` id, reported finished when the session's queue drains.
@@ -175,7 +176,8 @@ async fn run(
             .await;
         return;
     };
-    let plan = shared.plans.current();
+    let serving = shared.plans.current();
+    let plan = serving.plan.clone();
     let case_id = case_writer::new_case_id();
     let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
@@ -196,6 +198,7 @@ async fn run(
         date,
         session,
         engine,
+        prompts: serving.prompts.clone(),
         shared,
         commands,
         playing: None,
@@ -478,7 +481,7 @@ impl CallTask {
             let key = format!("{}/{}", prompt.language, prompt.name);
             match PromptId::new(&key)
                 .ok()
-                .and_then(|k| self.shared.prompts.get(&k).cloned())
+                .and_then(|k| self.prompts.get(&k).cloned())
             {
                 Some(p) => {
                     self.session.play(p);

@@ -93,27 +93,42 @@ impl RtpPortSource for RtpPortPool {
 mod tests {
     use super::*;
 
+    /// Binds six consecutive free ports starting at an even port, holding all of them.
+    fn hold_block(ip: IpAddr) -> (u16, Vec<UdpSocket>) {
+        for _ in 0..500 {
+            let probe = UdpSocket::bind((ip, 0)).expect("probe");
+            let base = probe.local_addr().expect("addr").port() & !1;
+            drop(probe);
+            let held: Vec<UdpSocket> = (base..base.saturating_add(6))
+                .filter_map(|p| UdpSocket::bind((ip, p)).ok())
+                .collect();
+            if held.len() == 6 {
+                return (base, held);
+            }
+        }
+        panic!("no six free consecutive ports")
+    }
+
     #[test]
     fn reserves_even_pairs_round_robin_and_skips_taken_ports() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        // Find a free 6-port window by binding port 0 first.
-        let probe = UdpSocket::bind((ip, 0)).expect("probe");
-        let base = probe.local_addr().expect("addr").port() & !1;
-        drop(probe);
-        let base = base.clamp(20_000, 60_000);
-        let blocker = UdpSocket::bind((ip, base + 2)).ok();
+        let (base, mut held) = hold_block(ip);
+        // Keep base+2/base+3 held elsewhere; free the rest for the pool.
+        let blocker = held.remove(2);
+        drop(held);
         let mut pool = RtpPortPool::new(ip, base, base + 5);
-        let a = pool.reserve().expect("first");
-        assert_eq!(a, base);
-        let b = pool.reserve().expect("second");
-        if blocker.is_some() {
-            assert_eq!(b, base + 4, "the pair held elsewhere is skipped");
-            assert_eq!(pool.reserve(), None, "exhausted");
-        }
-        assert!(pool.take(a).is_some());
-        pool.release(a);
+        assert_eq!(pool.reserve(), Some(base));
+        assert_eq!(
+            pool.reserve(),
+            Some(base + 4),
+            "the pair held elsewhere is skipped"
+        );
+        assert_eq!(pool.reserve(), None, "exhausted");
+        assert!(pool.take(base).is_some());
+        pool.release(base);
         assert_eq!(pool.usage().0, 1);
-        pool.release(a);
+        pool.release(base);
         assert_eq!(pool.usage().0, 1, "double release is harmless");
+        drop(blocker);
     }
 }

@@ -32,8 +32,8 @@ pub enum ServerError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("dialplan refused: {0}")]
-    Dialplan(#[from] crate::dialplan::DialplanError),
+    #[error("dialplan or prompts refused: {0}")]
+    Dialplan(#[from] crate::runtime::plans::PlanLoadError),
 }
 
 /// A bound, not yet running server. Binding first lets tests use port 0 and read the ports.
@@ -144,17 +144,9 @@ impl Server {
             .listen
             .first()
             .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let prompts = match crate::media::prompt::PromptLibrary::load_dir(&self.config.prompts.dir)
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "prompts not loaded; built-in tones only");
-                crate::media::prompt::PromptLibrary::with_builtins()
-            }
-        };
-        tracing::info!(prompts = prompts.len(), dir = %self.config.prompts.dir.display(), "prompts loaded");
-        let plan = self.plans.current();
-        tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan loaded");
+        let serving = self.plans.current();
+        let plan = serving.plan.clone();
+        tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, prompts = serving.prompts.len(), "dialplan loaded");
         let metrics = match Metrics::new() {
             Ok(m) => m,
             Err(e) => {
@@ -186,7 +178,6 @@ impl Server {
             stop_cases.clone(),
         ));
         let shared = Arc::new(CallShared {
-            prompts,
             plans: self.plans,
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             cname: format!("ivrd@{bind_ip}"),
@@ -414,21 +405,33 @@ impl SipDriver {
     }
 
     /// SIGHUP: a valid plan serves new calls; an invalid one is refused and the old one stays.
+    /// SIGHUP: reads and validates the plan and prompts on the blocking pool (the SIP loop keeps
+    /// running); a valid set serves new calls, an invalid one is refused and the old one stays.
     fn reload_plan(&self) {
-        let metrics = &self.shared.metrics;
-        match self.shared.plans.reload() {
-            Ok(plan) => {
-                // `ivrd_dialplan_info` must name the plan new calls use, as the cases do.
-                metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
-                metrics.dialplan_reload_succeeded();
-                tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, "dialplan reloaded; new calls use it")
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let store = shared.clone();
+            let result = tokio::task::spawn_blocking(move || store.plans.reload()).await;
+            let metrics = &shared.metrics;
+            match result {
+                Ok(Ok(serving)) => {
+                    let plan = &serving.plan;
+                    // `ivrd_dialplan_info` must name the plan new calls use, as the cases do.
+                    metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
+                    metrics.dialplan_reload_succeeded();
+                    tracing::info!(plan = plan.name(), version = plan.version(), sha256 = %plan.sha256, prompts = serving.prompts.len(), "dialplan reloaded; new calls use it");
+                }
+                Ok(Err(e)) => {
+                    metrics.dialplan_reload_failed();
+                    let reason = e.one_line();
+                    tracing::error!(%reason, "dialplan reload refused; the previous plan keeps serving");
+                }
+                Err(e) => {
+                    metrics.dialplan_reload_failed();
+                    tracing::error!(error = %e, "dialplan reload task failed; the previous plan keeps serving");
+                }
             }
-            Err(e) => {
-                metrics.dialplan_reload_failed();
-                let reason = e.one_line();
-                tracing::error!(%reason, "dialplan reload refused; the previous plan keeps serving")
-            }
-        }
+        });
     }
 
     fn to_call(&self, call: CallHandle, event: CallEvent) {
