@@ -22,6 +22,25 @@ pub fn free_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A base for SIPp's `-mp`: SIPp binds the audio port and the "video" port two above it (and
+/// the RTCP ports between), so all four must be free, not just the first. Found by binding the
+/// block, which is released again before SIPp starts.
+pub fn free_media_port() -> u16 {
+    for _ in 0..100 {
+        let base = free_port() & !1;
+        let Some(top) = base.checked_add(3) else {
+            continue;
+        };
+        let held: Vec<UdpSocket> = (base..=top)
+            .filter_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no block of 4 free UDP ports");
+}
+
 /// The path of `tests/sipp/<name>.xml`.
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,7 +60,7 @@ pub fn work_dir() -> PathBuf {
 pub fn spawn_sipp(name: &str, server: SocketAddr, calls: u32, dir: &Path, extra: &[&str]) -> Child {
     let calls = calls.to_string();
     let sip_port = free_port().to_string();
-    let media_port = free_port().to_string();
+    let media_port = free_media_port().to_string();
     let mut cmd = Command::new("sipp");
     cmd.arg(server.to_string())
         .arg("-sf")
