@@ -9,8 +9,9 @@
 mod common;
 
 use common::media::{Stereo, digits_plan, goertzel_share, tone_alaw, unix_ms};
-use common::sipp::{SIPP, free_port, spawn_sipp, work_dir};
+use common::sipp::{SIPP, spawn_sipp, work_dir};
 use common::{test_config, unique};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,12 +35,13 @@ impl Drop for Killed {
     }
 }
 
-/// Writes the config file for the binary: SIP on `sip_port`, the digits plan, `storage`.
-fn write_config(dir: &Path, sip_port: u16, storage: &Path) -> PathBuf {
+/// Writes the config file for the binary: SIP on a port the kernel picks (ivrd logs it), the
+/// digits plan, `storage`.
+fn write_config(dir: &Path, storage: &Path) -> PathBuf {
     let mut config = test_config();
     digits_plan(&mut config);
     let text = format!(
-        "[sip]\nlisten = [\"127.0.0.1:{sip_port}\"]\ndrain_secs = 0\n\
+        "[sip]\nlisten = [\"127.0.0.1:0\"]\ndrain_secs = 0\n\
          [dialplan]\npath = {plan:?}\n[prompts]\ndir = {prompts:?}\n\
          [storage]\ndir = {storage:?}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         plan = config.dialplan.path.display().to_string(),
@@ -106,6 +108,18 @@ fn log_line(log: &Path, needle: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The UDP address from ivrd's "SIP listening ... udp=[127.0.0.1:PORT]" line.
+fn sip_addr(log: &Path) -> SocketAddr {
+    let line = log_line(log, "SIP listening").expect("ivrd logs its SIP address");
+    let addr = line
+        .split("udp=[")
+        .nth(1)
+        .and_then(|rest| rest.split([']', ',']).next())
+        .unwrap_or_else(|| panic!("no udp=[..] in {line:?}"));
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?}: {e}"))
+}
+
 /// Files under `dir` (recursively) whose name ends with `suffix`.
 fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -135,17 +149,16 @@ fn kill_9_mid_call_leaves_a_repaired_recording() {
     let dir = std::env::temp_dir().join(unique("ivrd-crash-"));
     std::fs::create_dir_all(&dir).expect("dir");
     let storage = dir.join("storage");
-    let sip_port = free_port();
-    let config = write_config(&dir, sip_port, &storage);
+    let config = write_config(&dir, &storage);
     let log = dir.join("ivrd-1.log");
     let mut ivrd = start_ivrd(&config, &log);
     wait_for("ivrd loads its plan", Duration::from_secs(20), || {
         log_line(&log, "dialplan loaded")
     });
+    let server = sip_addr(&log);
 
     let sipp_dir = work_dir();
     tone_alaw(&sipp_dir.join("caller.alaw"), 1000, 10.0);
-    let server = format!("127.0.0.1:{sip_port}").parse().expect("addr");
     let sipp = Killed(spawn_sipp(
         "media_stream",
         server,
@@ -179,12 +192,14 @@ fn kill_9_mid_call_leaves_a_repaired_recording() {
     let log2 = dir.join("ivrd-2.log");
     let _ivrd2 = start_ivrd(&config, &log2);
     let repaired = part.with_extension("");
-    wait_for("the recording is repaired", Duration::from_secs(20), || {
-        (repaired.exists() && !part.exists()).then_some(())
-    });
-    assert!(
-        log_line(&log2, "recording repaired").is_some(),
-        "ivrd reports the repair"
+    // The file is renamed first and the repair logged after it: wait for both.
+    wait_for(
+        "the repair, on disk and in the log",
+        Duration::from_secs(20),
+        || {
+            let on_disk = repaired.exists() && !part.exists();
+            (on_disk && log_line(&log2, "recording repaired").is_some()).then_some(())
+        },
     );
 
     let wav = Stereo::read(&repaired);
