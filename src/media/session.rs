@@ -12,7 +12,9 @@ use crate::media::g711::{Codec, FRAME_SAMPLES};
 use crate::media::playout::{FrameSource, PlayoutWindow};
 use crate::media::prompt::{Prompt, PromptId};
 use crate::media::rtcp::{NtpTimestamp, RtcpError, RtcpSession, report_interval};
-use crate::media::rtp::{RTP_HEADER_LEN, RtpReceiver, RtpSender, RxVerdict, parse_rtp};
+use crate::media::rtp::{
+    MAX_DROPOUT, MAX_MISORDER, RTP_HEADER_LEN, RtpReceiver, RtpSender, RxVerdict, parse_rtp,
+};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +112,8 @@ pub struct MediaSession {
     rtcp: RtcpSession,
     playout: PlayoutWindow,
     rfc4733: Rfc4733Decoder,
+    /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
+    last_event_seq: Option<u16>,
     inband: GoertzelDetector,
     dtmf: DtmfStream,
     /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
@@ -144,6 +148,7 @@ impl MediaSession {
             receiver,
             rtcp,
             rfc4733: Rfc4733Decoder::default(),
+            last_event_seq: None,
             inband: GoertzelDetector::new(),
             dtmf: DtmfStream::default(),
             latched: None,
@@ -261,6 +266,7 @@ impl MediaSession {
             }
         }
         if Some(packet.payload_type) == self.params.dtmf_pt {
+            self.check_event_sequence(packet.sequence);
             if let Ok(Some(digit)) =
                 self.rfc4733
                     .handle_packet(now, packet.timestamp, packet.marker, packet.payload)
@@ -272,6 +278,22 @@ impl MediaSession {
             return;
         }
         self.playout.push(packet.timestamp, packet.payload);
+    }
+
+    /// Tells the RFC 4733 decoder when the event packets' own numbering jumps the way RFC 3550
+    /// A.1 calls a restart (at least `MAX_DROPOUT` ahead or `MAX_MISORDER` behind): the sender's
+    /// timestamps may have restarted with it, and a key whose timestamp lies behind the last
+    /// one is then new, not late. Checked on the event packets alone because some senders (SIPp
+    /// replaying captures) send events under another SSRC than the audio, which keeps the
+    /// receiver's own restart check from ever confirming.
+    fn check_event_sequence(&mut self, sequence: u16) {
+        if let Some(previous) = self.last_event_seq {
+            let ahead = sequence.wrapping_sub(previous);
+            if (MAX_DROPOUT..=u16::MAX - MAX_MISORDER).contains(&ahead) {
+                self.rfc4733.sender_restarted();
+            }
+        }
+        self.last_event_seq = Some(sequence);
     }
 
     /// One RTCP datagram; only a BYE matters to the call.

@@ -325,3 +325,43 @@ fn rtcp_reports_go_to_the_odd_port() {
         "carries an RTCP BYE"
     );
 }
+
+#[test]
+fn event_numbering_restart_with_an_earlier_timestamp_is_a_new_key() {
+    // SIPp replaying its dtmf_2833_9 then dtmf_2833_0 captures while streaming audio: the events
+    // have their own SSRC, the `0` jumps 3780 ahead in sequence and 50208 back in timestamp.
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(t0, params(), 0.5).expect("session");
+    let mut caller = Caller::new();
+    let mut events = RtpSender::new(0x0e05_384e, 8293, 0);
+    let src: SocketAddr = CALLER.parse().expect("addr");
+    let nine: Vec<_> =
+        Rfc4733Encoder::new(Digit::D9, 67_840, Duration::from_millis(100), 10).collect();
+    let zero: Vec<_> =
+        Rfc4733Encoder::new(Digit::D0, 17_632, Duration::from_millis(100), 10).collect();
+    let mut buf = [0u8; 64];
+    run(&mut s, t0, 40, |tick, now, s| {
+        s.on_rtp(now, src, caller.frame(&[0; FRAME_SAMPLES]));
+        if tick == 20 {
+            events = RtpSender::new(0x0e05_384e, 12_080, 0);
+        }
+        for (start, press) in [(5, &nine), (20, &zero)] {
+            let due = press
+                .iter()
+                .filter(|e| e.send_offset.as_millis() as usize / 20 + start == tick);
+            for e in due {
+                let n = events
+                    .write_event_packet(101, e.marker, e.timestamp, &e.payload, &mut buf)
+                    .expect("event");
+                s.on_rtp(now, src, &buf[..n]);
+            }
+        }
+    });
+    let digits: Vec<_> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Digit(d) => Some(d.digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, [Digit::D9, Digit::D0]);
+}

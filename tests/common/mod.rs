@@ -6,6 +6,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod media;
+pub mod sipp;
+
 use ivrd::config::Config;
 use ivrd::runtime::Server;
 use std::io::{Read, Write};

@@ -88,6 +88,10 @@ struct LastEvent {
 pub struct Rfc4733Decoder {
     last: Option<LastEvent>,
     end_timeout: Duration,
+    /// The sender's sequence restarted since the last new event: its timestamps may have
+    /// restarted too, so "behind the last event" no longer means "late" (see
+    /// [`Self::sender_restarted`]).
+    timeline_restarted: bool,
 }
 
 impl Default for Rfc4733Decoder {
@@ -102,12 +106,24 @@ impl Rfc4733Decoder {
         Rfc4733Decoder {
             last: None,
             end_timeout,
+            timeline_restarted: false,
         }
     }
 
     /// Forgets all state; call when the remote SSRC changes (its timestamps start afresh).
     pub fn reset(&mut self) {
         self.last = None;
+        self.timeline_restarted = false;
+    }
+
+    /// The same source restarted its RTP sequence (RFC 3550 A.1: a large jump confirmed by the
+    /// next packet, as when a gateway or SBC re-anchors the stream). Its timestamps may have
+    /// jumped back with it, so the next packet with a new timestamp starts a new event even when
+    /// that timestamp lies behind the last event's; without this, every key for up to
+    /// [`STALE_WINDOW`] of timestamp would be taken for a late packet and lost. A key held across
+    /// the restart keeps its timestamp and is still absorbed.
+    pub fn sender_restarted(&mut self) {
+        self.timeline_restarted = true;
     }
 
     /// Feeds one telephone-event packet. Returns the key if this packet starts a new DTMF event.
@@ -130,7 +146,7 @@ impl Rfc4733Decoder {
                 return Ok(None);
             }
             let behind = last.timestamp.wrapping_sub(rtp_timestamp);
-            if behind < STALE_WINDOW {
+            if behind < STALE_WINDOW && !self.timeline_restarted {
                 // A late or reordered packet of an older event (wrapping compare handles wrap).
                 return Ok(None);
             }
@@ -141,6 +157,7 @@ impl Rfc4733Decoder {
                 && ev.event == last.event
                 && last.duration >= SEGMENT_NEAR_MAX
                 && rtp_timestamp.wrapping_sub(last.timestamp) <= u32::from(u16::MAX) + 1;
+            self.timeline_restarted = false;
             *last = LastEvent {
                 timestamp: rtp_timestamp,
                 event: ev.event,
@@ -297,6 +314,41 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn after_a_sender_restart_an_earlier_timestamp_is_a_new_press() {
+        // SIPp's dtmf_2833_9 then dtmf_2833_0 captures: same SSRC, the second's sequence jumps
+        // ahead by 3780 while its timestamp lies 50208 units behind.
+        let base = Instant::now();
+        let mut dec = Rfc4733Decoder::default();
+        assert_eq!(
+            feed(&mut dec, base, press(Digit::D9, 67_840, 100)),
+            [Digit::D9]
+        );
+        let later = base + Duration::from_millis(300);
+        // Without a restart such a packet is a late copy of an older event.
+        let mut stale = dec.clone();
+        assert_eq!(feed(&mut stale, later, press(Digit::D0, 17_632, 100)), []);
+        dec.sender_restarted();
+        assert_eq!(
+            feed(&mut dec, later, press(Digit::D0, 17_632, 100)),
+            [Digit::D0]
+        );
+        // Late packets behind the new event are absorbed again.
+        let after = later + Duration::from_millis(300);
+        assert_eq!(feed(&mut dec, after, press(Digit::D5, 10_000, 100)), []);
+    }
+
+    #[test]
+    fn a_key_held_across_a_sender_restart_counts_once() {
+        let base = Instant::now();
+        let mut dec = Rfc4733Decoder::default();
+        let mut pkts = press(Digit::D3, 8000, 200);
+        let first: Vec<_> = pkts.by_ref().take(2).collect();
+        assert_eq!(feed(&mut dec, base, first.into_iter()), [Digit::D3]);
+        dec.sender_restarted();
+        assert_eq!(feed(&mut dec, base, pkts), []);
     }
 
     #[test]
