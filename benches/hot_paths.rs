@@ -363,7 +363,7 @@ fn bench_dialplan(c: &mut Criterion) {
         b.iter_batched_ref(
             in_menu,
             |e| {
-                e.handle(base + Duration::from_secs(20), Event::Digit(key.clone()));
+                e.handle(base + Duration::from_secs(20), Event::Digit(key));
                 while let Some(a) = e.poll_action() {
                     black_box(a);
                 }
