@@ -23,8 +23,8 @@ struct Cli {
     /// Time from answer to our BYE, e.g. 20s.
     #[arg(long, default_value = "20s")]
     duration: String,
-    /// Key presses as OFFSET:KEY from the answer, e.g. "2s:2,16s:#".
-    #[arg(long, default_value = "2s:2,16s:#")]
+    /// Key presses as OFFSET:KEY from the answer, e.g. "2s:2,18s:#".
+    #[arg(long, default_value = "2s:2,18s:#")]
     keys: String,
     /// Called number (DNIS); 1234501 is Haikou in the shipped dialplan.
     #[arg(long, default_value = "1234501")]
