@@ -6,6 +6,7 @@
 pub mod case;
 pub mod config;
 pub mod dialplan;
+pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod runtime;

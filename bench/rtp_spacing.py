@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""RTP spacing of what ivrd sent, from a pcap of loopback traffic (bench/run-load.sh).
+
+Reads a classic pcap (what dumpcap -P writes), keeps UDP packets that look like RTP audio
+(version 2, payload type 0 or 8, even source port) and, per stream (source port + SSRC), the
+deltas between consecutive arrivals. Prints: streams, packets, mean delta, max delta, the share
+of deltas outside 20 +/- 5 ms, and sequence errors (a packet whose sequence number is not the
+previous one + 1). Standard library only.
+"""
+import struct
+import sys
+
+
+def packets(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+        magic = struct.unpack("<I", head[:4])[0]
+        if magic in (0xA1B2C3D4, 0xA1B23C4D):
+            endian = "<"
+        else:
+            endian = ">"
+        nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+        linktype = struct.unpack(endian + "I", head[20:24])[0]
+        while True:
+            rec = f.read(16)
+            if len(rec) < 16:
+                return
+            sec, frac, incl, _ = struct.unpack(endian + "IIII", rec)
+            data = f.read(incl)
+            t = sec + frac / (1e9 if nano else 1e6)
+            yield t, linktype, data
+
+
+def udp_payload(linktype, data):
+    if linktype == 1:  # Ethernet (Linux loopback)
+        off = 14
+    elif linktype == 113:  # Linux cooked
+        off = 16
+    elif linktype == 276:  # Linux cooked v2
+        off = 20
+    else:
+        off = 0
+    ip = data[off:]
+    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 0x0F) * 4
+    sport = struct.unpack(">H", ip[ihl:ihl + 2])[0]
+    return sport, ip[ihl + 8:]
+
+
+def main(path):
+    last = {}
+    deltas = []
+    seq_errors = 0
+    count = 0
+    for t, lt, data in packets(path):
+        got = udp_payload(lt, data)
+        if got is None:
+            continue
+        sport, rtp = got
+        if sport % 2 or len(rtp) < 12 or rtp[0] >> 6 != 2 or (rtp[1] & 0x7F) not in (0, 8):
+            continue
+        seq = struct.unpack(">H", rtp[2:4])[0]
+        ssrc = struct.unpack(">I", rtp[8:12])[0]
+        key = (sport, ssrc)
+        count += 1
+        prev = last.get(key)
+        if prev is not None:
+            deltas.append((t - prev[0]) * 1000.0)
+            if seq != (prev[1] + 1) & 0xFFFF:
+                seq_errors += 1
+        last[key] = (t, seq)
+    if not deltas:
+        print("streams=0 packets=0 mean_ms=nan max_ms=nan out_of_20pm5=nan seq_errors=0")
+        return
+    out = sum(1 for d in deltas if d < 15.0 or d > 25.0)
+    print(
+        f"streams={len(last)} packets={count} mean_ms={sum(deltas) / len(deltas):.2f} "
+        f"max_ms={max(deltas):.2f} out_of_20pm5={100.0 * out / len(deltas):.3f}% "
+        f"seq_errors={seq_errors}"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,100 @@
+//! `ivrd-loadgen`: places emulated calls against an ivrd on loopback and reports what happened
+//! and its own CPU time. The logic lives in `ivrd::loadgen`; this file only parses the CLI.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ivrd::loadgen::{Options, parse_duration, parse_keys, run};
+
+/// Emulates callers (SIP, RTP audio, RFC 4733 keys, BYE) against ivrd over UDP.
+#[derive(Debug, Parser)]
+#[command(name = "ivrd-loadgen", version)]
+struct Cli {
+    /// ivrd's SIP address (loopback only: this is a test tool).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    target: SocketAddr,
+    /// Calls to place in total.
+    #[arg(long, default_value_t = 10)]
+    calls: u32,
+    /// New calls per second.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// Time from answer to our BYE, e.g. 20s.
+    #[arg(long, default_value = "20s")]
+    duration: String,
+    /// Key presses as OFFSET:KEY from the answer, e.g. "2s:2,18s:#".
+    #[arg(long, default_value = "2s:2,18s:#")]
+    keys: String,
+    /// Called number (DNIS); 1234501 is Haikou in the shipped dialplan.
+    #[arg(long, default_value = "1234501")]
+    called: String,
+    /// sipfrag status reported for a REFER; "200 OK" completes transfers.
+    #[arg(long, default_value = "486 Busy Here")]
+    transfer_status: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.target.ip().is_loopback() {
+        eprintln!("ivrd-loadgen: refusing non-loopback target {}", cli.target);
+        return ExitCode::from(2);
+    }
+    let opts = match (parse_duration(&cli.duration), parse_keys(&cli.keys)) {
+        (Ok(duration), Ok(keys)) => Options {
+            target: cli.target,
+            calls: cli.calls,
+            rate: cli.rate,
+            duration,
+            keys,
+            called: cli.called,
+            transfer_status: cli.transfer_status,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("ivrd-loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ivrd-loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&opts)) {
+        Ok(r) => {
+            println!(
+                "attempted={} answered={} completed={} failed={} rejected={} timeouts={} \
+                 remote_hangups={} refers={} no_media={} keys_sent={} setup_mean_ms={:.1} \
+                 setup_max_ms={:.1} loadgen_cpu_ms={} wall_s={:.1}",
+                r.attempted,
+                r.answered,
+                r.completed,
+                r.failed,
+                r.rejected,
+                r.timeouts,
+                r.remote_hangups,
+                r.refers,
+                r.no_media,
+                r.keys_sent,
+                r.setup_mean.as_secs_f64() * 1e3,
+                r.setup_max.as_secs_f64() * 1e3,
+                r.cpu.as_millis(),
+                r.wall.as_secs_f64()
+            );
+            if r.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("ivrd-loadgen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
