@@ -388,7 +388,11 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
             let Some((_, _, value)) = pending.as_mut() else {
                 return Err(ParseError::MalformedHeader { line_no });
             };
-            value.push(' ');
+            // §7.3.1: the fold is one SP between value parts; a value that starts on the
+            // continuation line gets no leading space.
+            if !value.is_empty() {
+                value.push(' ');
+            }
             value.push_str(line.trim());
             if value.len() > MAX_HEADER_LINE {
                 return Err(ParseError::HeaderLineTooLong { line_no });
@@ -618,6 +622,16 @@ mod tests {
         // A continuation line that merely looks like Content-Length is not one.
         let disguised = b"BYE sip:h SIP/2.0\r\nX-A: a\r\n Content-Length: 50\r\n\r\n";
         assert_eq!(frame_len(disguised), Ok(Some(disguised.len())));
+    }
+
+    /// Fuzz finding (sip_message): a header whose value starts on a continuation line kept a
+    /// leading space (`Call-ID: \r\n abc` gave " abc"), so the Call-ID we copied into responses
+    /// read back as a different value than the one our transactions were keyed by.
+    #[test]
+    fn value_starting_on_a_continuation_line_has_no_leading_space() {
+        let r = req("OPTIONS sip:h SIP/2.0\r\nCall-ID:\r\n abc\r\nCSeq: 1\r\n\t OPTIONS\r\n\r\n");
+        assert_eq!(r.headers.get("Call-ID"), Some("abc"));
+        assert_eq!(r.headers.get("CSeq"), Some("1 OPTIONS"));
     }
 
     #[test]
