@@ -389,11 +389,12 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
                 return Err(ParseError::MalformedHeader { line_no });
             };
             // §7.3.1: the fold is one SP between value parts; a value that starts on the
-            // continuation line gets no leading space.
-            if !value.is_empty() {
+            // continuation line gets no leading space, a blank continuation adds nothing.
+            let part = line.trim();
+            if !value.is_empty() && !part.is_empty() {
                 value.push(' ');
             }
-            value.push_str(line.trim());
+            value.push_str(part);
             if value.len() > MAX_HEADER_LINE {
                 return Err(ParseError::HeaderLineTooLong { line_no });
             }
@@ -632,6 +633,9 @@ mod tests {
         let r = req("OPTIONS sip:h SIP/2.0\r\nCall-ID:\r\n abc\r\nCSeq: 1\r\n\t OPTIONS\r\n\r\n");
         assert_eq!(r.headers.get("Call-ID"), Some("abc"));
         assert_eq!(r.headers.get("CSeq"), Some("1 OPTIONS"));
+        // A second finding: a continuation line of only whitespace left a trailing space.
+        let r = req("OPTIONS sip:h SIP/2.0\r\nFrom: <sip:a@h>\r\n \t\t\r\nTo: <sip:h>\r\n\r\n");
+        assert_eq!(r.headers.get("From"), Some("<sip:a@h>"));
     }
 
     #[test]
