@@ -358,6 +358,9 @@ fn every_torture_message_is_answered_as_recorded() {
                 final_code == Some(*code) && codes.iter().filter(|c| **c >= 200).count() == 1
             }
         };
+        if let Deviation(_, rfc) = expect {
+            eprintln!("known deviation {name} (§{section}): the RFC asks: {rfc}");
+        }
         if !ok {
             failures.push(format!(
                 "{name} (§{section}, {why}): expected {expect:?}, sent {codes:?}"
