@@ -191,7 +191,7 @@ impl NameAddr {
         if let Some(open) = find_unquoted(value, '<') {
             let close = value[open..].find('>').ok_or_else(bad)? + open;
             let uri = value[open + 1..close].trim();
-            if uri.is_empty() {
+            if !is_uri_text(uri) {
                 return Err(bad());
             }
             return Ok(NameAddr {
@@ -203,7 +203,8 @@ impl NameAddr {
             Some(i) => (&value[..i], &value[i..]),
             None => (value, ""),
         };
-        if uri.is_empty() || !uri.contains(':') {
+        let uri = uri.trim_end();
+        if !is_uri_text(uri) || !uri.contains(':') {
             return Err(bad());
         }
         Ok(NameAddr {
@@ -216,6 +217,15 @@ impl NameAddr {
     pub fn tag(&self) -> Option<&str> {
         param(&self.params, "tag").filter(|t| !t.is_empty())
     }
+}
+
+/// RFC 3261 §25.1: a URI holds no whitespace, control characters, `<`, `>` or `"`. A URI with
+/// them would be written into our own request lines (a dialog's remote target) and break them.
+fn is_uri_text(uri: &str) -> bool {
+    !uri.is_empty()
+        && !uri
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
 }
 
 fn find_unquoted(s: &str, target: char) -> Option<usize> {
@@ -315,6 +325,21 @@ mod tests {
         assert_eq!((t.uri.as_str(), t.tag()), ("tel:+8612345", Some("9")));
         assert!(NameAddr::parse("<>", "To").is_err());
         assert_eq!(split_list(r#""a,b" <sip:x>, <sip:y,z>"#).count(), 2);
+    }
+
+    /// Fuzz finding (sip_endpoint): `Contact: <sip:a@h rom: <six:b@h>` gave a URI with a space
+    /// and a `<`, which became the dialog's remote target; our BYE's request line then had four
+    /// fields and no SIP parser (ours included) could read it.
+    #[test]
+    fn name_addr_rejects_uris_with_spaces_or_brackets() {
+        assert!(NameAddr::parse("<sip:caller@12rom: <six:+86@h>;tag=a", "Contact").is_err());
+        assert!(NameAddr::parse("<sip:a b@h>", "Contact").is_err());
+        assert!(NameAddr::parse("sip:a\u{7}@h;tag=1", "From").is_err());
+        // Padding around the URI is not part of it (RFC 4475 §3.1.1.1, §3.1.2.14).
+        let t = NameAddr::parse("sip:vivek@example.com ;   tag = 19n", "To").expect("to");
+        assert_eq!(t.uri, "sip:vivek@example.com");
+        let t = NameAddr::parse("\"W\" < sip:t.watson@example.org >", "To").expect("to");
+        assert_eq!(t.uri, "sip:t.watson@example.org");
     }
 
     #[test]

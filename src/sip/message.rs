@@ -132,6 +132,8 @@ pub enum ParseError {
     MalformedHeader { line_no: usize },
     #[error("Content-Length {value:?} is not a number")]
     BadContentLength { value: String },
+    #[error("Content-Length given twice, as {first} and {second}")]
+    ConflictingContentLength { first: usize, second: usize },
     #[error("Content-Length says {declared} bytes but {available} arrived")]
     BodyTooShort { declared: usize, available: usize },
 }
@@ -142,9 +144,9 @@ impl ParseError {
         match self {
             ParseError::BadVersion { .. } => (505, "Version Not Supported"),
             ParseError::TooLarge { .. } => (513, "Message Too Large"),
-            ParseError::BadContentLength { .. } | ParseError::BodyTooShort { .. } => {
-                (400, "Bad Content-Length")
-            }
+            ParseError::BadContentLength { .. }
+            | ParseError::ConflictingContentLength { .. }
+            | ParseError::BodyTooShort { .. } => (400, "Bad Content-Length"),
             ParseError::TooManyHeaders | ParseError::HeaderLineTooLong { .. } => {
                 (400, "Header Too Large")
             }
@@ -282,9 +284,8 @@ pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
     let start = lines.next().unwrap_or_default();
     let headers = parse_headers(lines)?;
     let available = buf.len() - body_start;
-    let body_len = match headers.get("Content-Length") {
-        Some(v) => {
-            let declared = parse_content_length(v)?;
+    let body_len = match declared_length(&headers)? {
+        Some(declared) => {
             if declared > available {
                 return Err(ParseError::BodyTooShort {
                     declared,
@@ -312,14 +313,10 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         return Ok(None);
     };
     let head = std::str::from_utf8(&rest[..head_len]).map_err(|_| ParseError::NotText)?;
-    let mut declared = 0;
-    for line in head.split('\n').skip(1) {
-        if let Some((name, value)) = line.split_once(':') {
-            if canonical_name(name.trim()) == Some("Content-Length") {
-                declared = parse_content_length(value)?;
-            }
-        }
-    }
+    // The same header parsing as `parse`: a framer that read Content-Length differently (a folded
+    // line, a repeated field) would cut the stream where the parser does not expect it.
+    let lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let declared = declared_length(&parse_headers(lines.skip(1))?)?.unwrap_or(0);
     let total = body_start + declared;
     if total > MAX_MESSAGE_BYTES {
         return Err(ParseError::TooLarge { len: total });
@@ -352,6 +349,23 @@ fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// The body length the headers declare, if any. Repeated Content-Length fields must agree: a
+/// stream framer and a parser that each picked a different one would disagree on where the next
+/// message starts (request smuggling), so a conflict is a `400`.
+fn declared_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
+    let mut declared = None;
+    for value in headers.get_all("Content-Length") {
+        let n = parse_content_length(value)?;
+        match declared {
+            Some(first) if first != n => {
+                return Err(ParseError::ConflictingContentLength { first, second: n });
+            }
+            _ => declared = Some(n),
+        }
+    }
+    Ok(declared)
+}
+
 fn parse_content_length(value: &str) -> Result<usize, ParseError> {
     let v = value.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 9 {
@@ -374,8 +388,13 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
             let Some((_, _, value)) = pending.as_mut() else {
                 return Err(ParseError::MalformedHeader { line_no });
             };
-            value.push(' ');
-            value.push_str(line.trim());
+            // §7.3.1: the fold is one SP between value parts; a value that starts on the
+            // continuation line gets no leading space, a blank continuation adds nothing.
+            let part = line.trim();
+            if !value.is_empty() && !part.is_empty() {
+                value.push(' ');
+            }
+            value.push_str(part);
             if value.len() > MAX_HEADER_LINE {
                 return Err(ParseError::HeaderLineTooLong { line_no });
             }
@@ -575,6 +594,48 @@ mod tests {
             frame_len(b"BYE sip:h SIP/2.0\r\nl: 100000\r\n\r\n"),
             Err(ParseError::TooLarge { len: 100_000 + 32 })
         );
+    }
+
+    /// Fuzz finding (sip_message): with two Content-Length fields the datagram parser took the
+    /// first and the stream framer the last, so a TCP peer could make us cut the stream where the
+    /// parser did not expect it. Both now read the fields one way and reject a conflict.
+    #[test]
+    fn framer_and_parser_agree_on_content_length() {
+        let conflict = b"BYE sip:h SIP/2.0\r\nContent-Length: 5\r\nl: 4\r\n\r\nabcde";
+        assert_eq!(
+            parse(conflict),
+            Err(ParseError::ConflictingContentLength {
+                first: 5,
+                second: 4
+            })
+        );
+        assert!(frame_len(conflict).is_err());
+        assert_eq!(parse(conflict).map_err(|e| e.status().0), Err(400));
+        let repeated = b"BYE sip:h SIP/2.0\r\nContent-Length: 3\r\nl: 3\r\n\r\nabcNEXT";
+        assert_eq!(frame_len(repeated), Ok(Some(repeated.len() - 4)));
+        // A folded Content-Length is one field to both.
+        let folded = b"BYE sip:h SIP/2.0\r\nContent-Length:\r\n 3\r\n\r\nabcNEXT";
+        assert_eq!(frame_len(folded), Ok(Some(folded.len() - 4)));
+        match parse(&folded[..folded.len() - 4]) {
+            Ok(Message::Request(r)) => assert_eq!(&r.body[..], b"abc"),
+            other => panic!("{other:?}"),
+        }
+        // A continuation line that merely looks like Content-Length is not one.
+        let disguised = b"BYE sip:h SIP/2.0\r\nX-A: a\r\n Content-Length: 50\r\n\r\n";
+        assert_eq!(frame_len(disguised), Ok(Some(disguised.len())));
+    }
+
+    /// Fuzz finding (sip_message): a header whose value starts on a continuation line kept a
+    /// leading space (`Call-ID: \r\n abc` gave " abc"), so the Call-ID we copied into responses
+    /// read back as a different value than the one our transactions were keyed by.
+    #[test]
+    fn value_starting_on_a_continuation_line_has_no_leading_space() {
+        let r = req("OPTIONS sip:h SIP/2.0\r\nCall-ID:\r\n abc\r\nCSeq: 1\r\n\t OPTIONS\r\n\r\n");
+        assert_eq!(r.headers.get("Call-ID"), Some("abc"));
+        assert_eq!(r.headers.get("CSeq"), Some("1 OPTIONS"));
+        // A second finding: a continuation line of only whitespace left a trailing space.
+        let r = req("OPTIONS sip:h SIP/2.0\r\nFrom: <sip:a@h>\r\n \t\t\r\nTo: <sip:h>\r\n\r\n");
+        assert_eq!(r.headers.get("From"), Some("<sip:a@h>"));
     }
 
     #[test]

@@ -62,16 +62,28 @@ pub fn reason_phrase(code: u16) -> &'static str {
 pub fn build_response(req: &Request, code: u16, reason: &str, parts: &ResponseParts<'_>) -> Bytes {
     let mut out = String::with_capacity(512 + parts.body.map_or(0, |(_, b)| b.len()));
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
-    let mut first = true;
+    // Only the top Via gets a line of its own (it is annotated); the others are copied as the
+    // fields they arrived in. One line per comma-separated value would let a request of many
+    // short Via values ("Via: a,a,a…") draw a response several times its size.
+    let mut top_done = false;
     for field in req.headers.get_all("Via") {
-        for via in split_list(field) {
-            out.push_str("Via: ");
-            out.push_str(via);
-            if first {
-                annotate_top_via(&mut out, via, parts.source);
-                first = false;
-            }
-            out.push_str("\r\n");
+        if top_done {
+            let _ = write!(out, "Via: {field}\r\n");
+            continue;
+        }
+        let Some(top) = split_list(field).next() else {
+            continue;
+        };
+        out.push_str("Via: ");
+        out.push_str(top);
+        annotate_top_via(&mut out, top, parts.source);
+        out.push_str("\r\n");
+        top_done = true;
+        // Only blanks and commas can precede the first value, so its first occurrence is it.
+        let after_top = field.find(top).map_or("", |at| &field[at + top.len()..]);
+        let rest = after_top.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        if !rest.is_empty() {
+            let _ = write!(out, "Via: {rest}\r\n");
         }
     }
     copy(&mut out, req, "From");
@@ -174,6 +186,38 @@ mod tests {
         Via: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bKz\r\n\
         Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
         f: <sip:caller@h>;tag=ft\r\nt: <sip:12345@h>\r\ni: cid\r\nCSeq: 7 INVITE\r\n\r\n";
+
+    /// Fuzz finding (sip_message): every comma-separated Via value got a line of its own, so a
+    /// request of many short values drew a response several times its size (a reflection
+    /// amplifier over UDP) with more header lines than our own parser accepts.
+    #[test]
+    fn many_via_values_do_not_amplify_the_response() {
+        let mut text = String::from("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1");
+        for _ in 0..3000 {
+            text.push_str(",a");
+        }
+        text.push_str("\r\nVia: b, c\r\nFrom: <sip:x@h>;tag=1\r\nTo: <sip:h>\r\nCall-ID: v\r\nCSeq: 1 OPTIONS\r\n\r\n");
+        let req = request(&text);
+        let src: SocketAddr = "192.0.2.7:31000".parse().expect("addr");
+        let parts = ResponseParts {
+            source: Some(src),
+            ..Default::default()
+        };
+        let bytes = build_response(&req, 200, "OK", &parts);
+        assert!(
+            bytes.len() < text.len() + 256,
+            "{} bytes for {}",
+            bytes.len(),
+            text.len()
+        );
+        let Ok(Message::Response(resp)) = parse(&bytes) else {
+            panic!("response does not parse");
+        };
+        let vias: Vec<&str> = resp.headers.get_all("Via").flat_map(split_list).collect();
+        assert_eq!(vias.len(), 3003);
+        assert!(vias[0].ends_with(";received=192.0.2.7"));
+        assert_eq!(vias[3002], "c");
+    }
 
     #[test]
     fn copies_headers_adds_tag_and_fixes_top_via() {

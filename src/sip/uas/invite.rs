@@ -88,7 +88,7 @@ impl Endpoint {
             self.transmit_response(dest.clone(), &Method::Invite, 100, bytes);
         }
         match self.admit_call(&req, &ctx, ports) {
-            Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call),
+            Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call, ports),
             Err(refusal) => {
                 if refusal.code == 503 {
                     let caller = req
@@ -224,11 +224,14 @@ impl Endpoint {
         mut txn: InviteServerTxn,
         dest: Destination,
         (offer, rtp_port): (Option<OfferAnswer>, u16),
+        ports: &mut dyn RtpPortSource,
     ) {
         let local_tag = random_token();
         let dialog = match Dialog::from_invite(&req, &local_tag) {
             Ok(d) => d,
             Err(err) => {
+                // The port was reserved for a call that will not exist.
+                ports.release(rtp_port);
                 let bytes = build_response(
                     &req,
                     400,

@@ -641,3 +641,19 @@ fn requests_and_responses_are_tallied_by_method_and_code() {
     );
     assert_eq!(c.retransmissions_sent, 2, "the 200 to INVITE and to BYE");
 }
+
+/// Fuzz finding (sip_endpoint): an INVITE whose Contact could not be parsed was answered 400
+/// after its RTP port had been reserved, and the port never went back to the pool; enough such
+/// INVITEs exhaust the pool and every later call gets 503.
+#[test]
+fn invite_with_a_malformed_contact_returns_its_port() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let bad = invite("z9hG4bKbadc", "badc", OFFER).replace(
+        "Contact: <sip:caller@127.0.0.1:5061>",
+        "Contact: <sip:caller@127.0.0.1:5061",
+    );
+    let out = h.send(&bad);
+    assert_eq!(codes(&out), [100, 400]);
+    assert_eq!(h.pool.released, [20000]);
+    assert_eq!(h.ep.active_calls(), 0);
+}
