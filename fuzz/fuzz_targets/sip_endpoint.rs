@@ -78,6 +78,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut cfg = EndpointConfig::default();
+    // Serve every dialled number (flag bit 3 off) so inputs reach the call path, not just 404.
+    if flags & 8 == 0 {
+        cfg.service_numbers.clear();
+    }
     if flags & 4 != 0 {
         cfg.answer_delay = Duration::from_secs(1);
     }
