@@ -132,8 +132,9 @@ read -r STREAMS PACKETS MAX_DELTA MEAN_DELTA SEQ_ERRORS < <(awk -F'\t' '
 ' "$WORK/rtp.tsv")
 
 echo "== tshark -z rtp,streams (first lines)"
-tshark -r "$WORK/ivrd-rtp.pcap" --enable-heuristic rtp_udp -q -z rtp,streams \
-    | tee "$WORK/rtp-streams.txt" | head -n 8
+# Written whole first: `tee | head` would cut the report short when head exits.
+tshark -r "$WORK/ivrd-rtp.pcap" --enable-heuristic rtp_udp -q -z rtp,streams >"$WORK/rtp-streams.txt"
+head -n 8 "$WORK/rtp-streams.txt"
 echo "== result"
 echo "calls (N):          $N"
 echo "streams:            $STREAMS"
