@@ -1,6 +1,8 @@
 //! RFC 3339 UTC timestamps for case documents, from Unix milliseconds (no time-zone database:
 //! cases are in UTC; the plan's local time is only used for routing decisions).
 
+use crate::dialplan::calendar::civil_from_days;
+
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_unix_ms(unix_ms: i64) -> String {
     let days = unix_ms.div_euclid(86_400_000);
@@ -10,21 +12,6 @@ pub fn format_unix_ms(unix_ms: i64) -> String {
     let (min, rest) = (rest / 60_000, rest % 60_000);
     let (s, ms) = (rest / 1000, rest % 1000);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), by the well-known
-/// era-based conversion (400-year cycles of 146 097 days).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -58,21 +58,33 @@ impl WallClock {
         let secs = local.rem_euclid(86_400);
         // 1970-01-01 was a Thursday (ISO 4).
         let weekday = ((days + 3).rem_euclid(7) + 1) as u8;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = (
+            i32::try_from(year).unwrap_or(i32::MAX),
+            month as u8,
+            day as u8,
+        );
         WallClock {
             date: Date { year, month, day },
             weekday,
             minute_of_day: (secs / 60) as u16,
         }
     }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month 1–12, day 1–31), by the
+/// well-known era-based conversion (400-year cycles of 146,097 days, years starting on 1 March
+/// so the leap day comes last). The one copy: recordings and case times use it too.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Parses a fixed UTC offset `+HH:MM` / `-HH:MM` into minutes east of UTC.

@@ -41,52 +41,49 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method defined by an RFC that ivrd knows by name.
+    const KNOWN: [Method; 14] = [
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Options,
+        Method::Info,
+        Method::Update,
+        Method::Refer,
+        Method::Notify,
+        Method::Prack,
+        Method::Register,
+        Method::Subscribe,
+        Method::Message,
+        Method::Publish,
+    ];
+
     /// Parses a method token. Case-sensitive: RFC 3261 §7.1 says method names are.
     pub fn from_token(token: &str) -> Method {
-        match token {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "OPTIONS" => Method::Options,
-            "INFO" => Method::Info,
-            "UPDATE" => Method::Update,
-            "REFER" => Method::Refer,
-            "NOTIFY" => Method::Notify,
-            "PRACK" => Method::Prack,
-            "REGISTER" => Method::Register,
-            "SUBSCRIBE" => Method::Subscribe,
-            "MESSAGE" => Method::Message,
-            "PUBLISH" => Method::Publish,
-            other => Method::Other(other.to_string()),
-        }
+        Self::KNOWN
+            .iter()
+            .find(|m| m.known_name() == Some(token))
+            .cloned()
+            .unwrap_or_else(|| Method::Other(token.to_string()))
     }
 
     /// The method's wire name.
     pub fn as_str(&self) -> &str {
         match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Options => "OPTIONS",
-            Method::Info => "INFO",
-            Method::Update => "UPDATE",
-            Method::Refer => "REFER",
-            Method::Notify => "NOTIFY",
-            Method::Prack => "PRACK",
-            Method::Register => "REGISTER",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Message => "MESSAGE",
-            Method::Publish => "PUBLISH",
             Method::Other(name) => name,
+            known => known.known_name().unwrap_or_default(),
         }
     }
 
     /// A bounded label for metrics: extension methods collapse into `other`.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Method::Other(_) => "other",
+        self.known_name().unwrap_or("other")
+    }
+
+    /// The wire name of a method defined by an RFC; `None` for extensions.
+    fn known_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Invite => "INVITE",
             Method::Ack => "ACK",
             Method::Bye => "BYE",
@@ -101,7 +98,8 @@ impl Method {
             Method::Subscribe => "SUBSCRIBE",
             Method::Message => "MESSAGE",
             Method::Publish => "PUBLISH",
-        }
+            Method::Other(_) => return None,
+        })
     }
 }
 

@@ -48,18 +48,8 @@ impl RecordingDate {
     }
 }
 
-/// Inverse of the days-from-civil count (H. Hinnant's "chrono-compatible low-level date
-/// algorithms"): eras of 400 years, years starting on 1 March so the leap day comes last.
 fn civil_from_days(days_since_epoch: i64) -> RecordingDate {
-    let z = days_since_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::dialplan::calendar::civil_from_days(days_since_epoch);
     RecordingDate {
         year: i32::try_from(year).unwrap_or(i32::MAX),
         // Both are in range by construction (1..=12, 1..=31).

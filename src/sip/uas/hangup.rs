@@ -34,14 +34,7 @@ impl Endpoint {
             };
             let bytes = build_response(&call.invite, 480, "Temporarily Unavailable", &parts);
             let key = call.invite_key.clone();
-            if let Some(entry) = self.invite_txns.get_mut(&key) {
-                let sent = entry.txn.send_final(now, 480, bytes);
-                let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
-                if let Some(b) = sent {
-                    self.transmit_response(to, &Method::Invite, 480, b);
-                }
-                self.arm(TimerKey::InviteTxn(key), next);
-            }
+            self.send_final_on(now, &key, 480, bytes);
         } else {
             let to = next_hop_for(&call.dialog, &call.peer);
             let via = format!("SIP/2.0/{} {}", to.transport.as_str(), call.local_sip);

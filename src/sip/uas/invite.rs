@@ -373,15 +373,9 @@ impl Endpoint {
         let key = call.invite_key.clone();
         call.span
             .in_scope(|| tracing::info!(late_offer = call.offer.is_none(), "call answered"));
-        let Some(entry) = self.invite_txns.get_mut(&key) else {
+        if !self.send_final_on(now, &key, 200, bytes) {
             return;
-        };
-        let sent = entry.txn.send_final(now, 200, bytes);
-        let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
-        if let Some(bytes) = sent {
-            self.transmit_response(to, &Method::Invite, 200, bytes);
         }
-        self.arm(TimerKey::InviteTxn(key), next);
         self.counters.calls_answered += 1;
         self.outputs
             .push_back(Output::CallStarted { call: handle, info });
@@ -458,15 +452,29 @@ impl Endpoint {
         let bytes = build_response(&call.invite, 487, "Request Terminated", &parts);
         call.span
             .in_scope(|| tracing::info!("caller cancelled before answer"));
-        if let Some(entry) = self.invite_txns.get_mut(&invite_key) {
-            let sent = entry.txn.send_final(now, 487, bytes);
-            let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
-            if let Some(bytes) = sent {
-                self.transmit_response(to, &Method::Invite, 487, bytes);
-            }
-            self.arm(TimerKey::InviteTxn(invite_key), next);
-        }
+        self.send_final_on(now, &invite_key, 487, bytes);
         self.end_call(now, handle, EndReason::Cancelled, ports);
+    }
+
+    /// Sends a final response on the existing INVITE transaction `key` and arms its timers.
+    /// Returns false when the transaction is gone.
+    pub(super) fn send_final_on(
+        &mut self,
+        now: Instant,
+        key: &str,
+        code: u16,
+        bytes: Bytes,
+    ) -> bool {
+        let Some(entry) = self.invite_txns.get_mut(key) else {
+            return false;
+        };
+        let sent = entry.txn.send_final(now, code, bytes);
+        let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
+        if let Some(bytes) = sent {
+            self.transmit_response(to, &Method::Invite, code, bytes);
+        }
+        self.arm(TimerKey::InviteTxn(key.to_string()), next);
+        true
     }
 
     /// Answers a non-INVITE request (CANCEL) in its own server transaction with `code`; the To
