@@ -69,6 +69,8 @@ pub struct CallShared {
     pub cases: Arc<case_writer::CaseSpool>,
     pub metrics: Arc<Metrics>,
     pub host: String,
+    /// `[storage] dir`, where call markers live.
+    pub storage: std::path::PathBuf,
 }
 
 /// Mean absolute sample value below which a frame counts as silence for "end on silence"
@@ -189,6 +191,31 @@ async fn run(
             })
             .ok()
     });
+    let marker = crate::runtime::call_marker::CallMarker {
+        case_id: case_id.to_string(),
+        call_id: info.call_id.clone(),
+        caller: info.caller.clone(),
+        called: info.called.clone(),
+        trunk: info.trunk.to_string(),
+        received_unix_ms: unix_ms_of(info.received),
+        answered_unix_ms: unix_ms_of(now),
+        recording: call_recorder.as_ref().map(|_| {
+            RecordingName::for_call(&info.call_id, date)
+                .relative_wav()
+                .to_string_lossy()
+                .into_owned()
+        }),
+        host: shared.host.clone(),
+    };
+    let storage = shared.storage.clone();
+    match tokio::task::spawn_blocking(move || crate::runtime::call_marker::write(&storage, &marker))
+        .await
+    {
+        Ok(Ok(())) => {}
+        _ => {
+            tracing::error!("call marker not written; a crash during this call would leave no case")
+        }
+    }
     tracing::info!(plan = plan.name(), version = plan.version(), case_id = %case_id, "IVR started");
     let mut task = CallTask {
         handle,
@@ -558,7 +585,12 @@ impl CallTask {
             path = %journal.nodes_visited().join(">"),
             "call finished"
         );
+        // The marker goes only once the case is on disk (or held in memory for the disk).
         self.shared.cases.spool(self.case_id.clone(), &case).await;
+        let (storage, id) = (self.shared.storage.clone(), self.case_id.to_string());
+        let _ =
+            tokio::task::spawn_blocking(move || crate::runtime::call_marker::remove(&storage, &id))
+                .await;
     }
 
     fn observe_media(&self) {

@@ -1,6 +1,7 @@
 //! The tokio drivers around the sans-IO core: sockets, timers, tasks.
 
 pub mod call;
+pub mod call_marker;
 pub mod case_writer;
 pub mod delivery;
 pub mod http;

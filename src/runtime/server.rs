@@ -185,7 +185,9 @@ impl Server {
             cases: cases.clone(),
             metrics: metrics.clone(),
             host: hostname(),
+            storage: self.config.storage.dir.clone(),
         });
+        recover_interrupted_calls(&self.config.storage.dir, &shared.cases).await;
         let driver = SipDriver {
             shared,
             tasks: tokio::task::JoinSet::new(),
@@ -553,4 +555,23 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Calls a crash interrupted leave a marker; each becomes an `abandoned` case (with its repaired
+/// recording) before new calls are taken.
+async fn recover_interrupted_calls(storage: &std::path::Path, cases: &case_writer::CaseSpool) {
+    let dir = storage.to_path_buf();
+    let recovered = tokio::task::spawn_blocking(move || crate::runtime::call_marker::recover(&dir))
+        .await
+        .unwrap_or_default();
+    for (case_id, case) in recovered {
+        tracing::warn!(case_id = %case_id, call_id = %case.call_id, "call interrupted by a restart: case written as abandoned");
+        let id = case_id.to_string();
+        if cases.spool(case_id, &case).await {
+            let dir = storage.to_path_buf();
+            let _ =
+                tokio::task::spawn_blocking(move || crate::runtime::call_marker::remove(&dir, &id))
+                    .await;
+        }
+    }
 }
