@@ -14,6 +14,8 @@ pub enum HeaderError {
     Missing(&'static str),
     #[error("malformed {name} header: {value:?}")]
     Malformed { name: &'static str, value: String },
+    #[error("more than one {0} header")]
+    Repeated(&'static str),
 }
 
 /// Splits a header value that lists several elements with commas, ignoring commas inside quoted
@@ -89,7 +91,9 @@ impl Via {
             name: "Via",
             value: value.chars().take(120).collect(),
         };
-        let (proto, rest) = value
+        // RFC 3261 §25.1: SLASH = SWS "/" SWS, so `SIP / 2.0 / UDP` is the same protocol.
+        let normalised = tighten_slashes(value);
+        let (proto, rest) = normalised
             .trim()
             .split_once(char::is_whitespace)
             .ok_or_else(bad)?;
@@ -128,6 +132,28 @@ impl Via {
             .as_deref()
             .is_some_and(|b| b.starts_with("z9hG4bK"))
     }
+}
+
+/// Removes the linear white space around each `/` (the sent-protocol separators of a Via).
+fn tighten_slashes(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            // Look past this run of white space: drop it if a slash follows or preceded it.
+            let mut run = String::from(c);
+            while let Some(&n) = chars.peek().filter(|n| n.is_whitespace()) {
+                run.push(n);
+                chars.next();
+            }
+            if chars.peek() != Some(&'/') && !out.ends_with('/') {
+                out.push_str(&run);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Splits `host[:port]` where host may be an `[IPv6]` reference.
@@ -191,12 +217,13 @@ impl NameAddr {
         if let Some(open) = find_unquoted(value, '<') {
             let close = value[open..].find('>').ok_or_else(bad)? + open;
             let uri = value[open + 1..close].trim();
-            if !is_uri_text(uri) {
+            let params = value[close + 1..].trim();
+            if !is_uri_text(uri) || !display_name_ok(&value[..open]) || !params_ok(params) {
                 return Err(bad());
             }
             return Ok(NameAddr {
                 uri: uri.to_string(),
-                params: value[close + 1..].trim().to_string(),
+                params: params.to_string(),
             });
         }
         let (uri, params) = match value.find(';') {
@@ -204,7 +231,7 @@ impl NameAddr {
             None => (value, ""),
         };
         let uri = uri.trim_end();
-        if !is_uri_text(uri) || !uri.contains(':') {
+        if !is_uri_text(uri) || !uri.contains(':') || !params_ok(params) {
             return Err(bad());
         }
         Ok(NameAddr {
@@ -241,6 +268,34 @@ fn find_unquoted(s: &str, target: char) -> Option<usize> {
         }
     }
     None
+}
+
+/// RFC 3261 §25.1 `display-name = *(token LWS) / quoted-string`. Unquoted names may carry
+/// non-ASCII text (trunks send UTF-8 names unquoted, and refusing a citizen's call over that
+/// would be worse than accepting it); ASCII separators such as `,` `;` `"` must be quoted
+/// (RFC 4475 §3.1.2.16 `baddn`).
+fn display_name_ok(display: &str) -> bool {
+    let d = display.trim();
+    if d.is_empty() {
+        return true;
+    }
+    if let Some(inner) = d.strip_prefix('"') {
+        return inner.ends_with('"') && !inner.is_empty();
+    }
+    d.chars().all(|c| {
+        !c.is_ascii()
+            || c == ' '
+            || c == '\t'
+            || c.is_ascii_alphanumeric()
+            || "-.!%*_+`'~".contains(c)
+    })
+}
+
+/// Header parameters after a name-addr: each `;` must introduce a parameter (no `;;`, no
+/// trailing `;`, RFC 4475 §3.1.2.1 `badinv01`).
+fn params_ok(params: &str) -> bool {
+    params.is_empty()
+        || (params.starts_with(';') && params.split(';').skip(1).all(|p| !p.trim().is_empty()))
 }
 
 /// A CSeq value: sequence number and method (RFC 3261 §20.16).
@@ -354,5 +409,43 @@ mod tests {
         assert!(CSeq::parse("x INVITE").is_err());
         assert!(CSeq::parse("1").is_err());
         assert!(CSeq::parse("99999999999 BYE").is_err());
+    }
+}
+
+#[cfg(test)]
+mod rfc4475_rule_tests {
+    use super::*;
+
+    #[test]
+    fn slashes_may_carry_white_space() {
+        let via = Via::parse("SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw").expect("wsinv Via");
+        assert_eq!(
+            (via.transport.as_str(), via.host.as_str()),
+            ("UDP", "192.0.2.2")
+        );
+        assert_eq!(tighten_slashes("SIP/2.0/TCP h"), "SIP/2.0/TCP h");
+    }
+
+    #[test]
+    fn display_names_and_parameters_follow_the_grammar() {
+        assert!(
+            NameAddr::parse("Bell, Alexander <sip:a@b>;tag=1", "From").is_err(),
+            "comma unquoted"
+        );
+        assert!(NameAddr::parse("\"Bell, Alexander\" <sip:a@b>;tag=1", "From").is_ok());
+        assert!(NameAddr::parse("sipp <sip:sipp@127.0.0.1:5061>;tag=1", "From").is_ok());
+        assert!(
+            NameAddr::parse("张三 <sip:+8613800000000@t>;tag=1", "From").is_ok(),
+            "UTF-8 names are tolerated"
+        );
+        assert!(
+            NameAddr::parse("\"Joe\" <sip:joe@example.org>;;;;", "Contact").is_err(),
+            "empty parameters"
+        );
+        assert!(
+            NameAddr::parse("sip:joe@example.org;", "Contact").is_err(),
+            "trailing semicolon"
+        );
+        assert!(NameAddr::parse("<sip:joe@example.org> ; tag = 9", "To").is_ok());
     }
 }

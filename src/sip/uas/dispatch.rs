@@ -30,6 +30,13 @@ pub(super) struct RequestCtx {
 
 impl RequestCtx {
     fn from_request(req: &Request, via: Via) -> Result<RequestCtx, HeaderError> {
+        // RFC 3261 §7.3: these may appear once; two that disagree leave no dialog to trust
+        // (RFC 4475 §3.3.8 `multi01`).
+        for name in ["Call-ID", "CSeq", "From", "To"] {
+            if req.headers.get_all(name).nth(1).is_some() {
+                return Err(HeaderError::Repeated(name));
+            }
+        }
         let call_id = req
             .headers
             .get("Call-ID")
@@ -203,6 +210,11 @@ impl Endpoint {
                 return self.reject_stateless(&req, &inbound, dest, 400, &err.to_string());
             }
         };
+        if req.method != Method::Ack {
+            if let Err((code, reason)) = check_request_uri(&req.uri) {
+                return self.reject_stateless(&req, &inbound, dest, code, reason);
+            }
+        }
         match req.method {
             Method::Ack => self.on_ack(now, &req, &ctx),
             Method::Invite => self.on_invite(now, inbound, req, ctx, dest, ports),
@@ -392,6 +404,29 @@ impl Endpoint {
             self.on_refer_result(call, &branch, Some(code));
         }
         self.arm(TimerKey::ClientTxn(branch), next);
+    }
+}
+
+/// The Request-URI must be a SIP, SIPS or tel URI (else 416, RFC 3261 §8.2.2.1), without angle
+/// brackets and, for SIP, without `?headers` (§19.1.1; RFC 4475 §3.1.2.7, §3.1.2.11).
+fn check_request_uri(uri: &str) -> Result<(), (u16, &'static str)> {
+    if uri.starts_with('<') {
+        return Err((400, "Request-URI in angle brackets"));
+    }
+    match crate::sip::uri::SipUri::parse(uri) {
+        Err(crate::sip::uri::UriError::Scheme(_)) => Err((416, "Unsupported URI Scheme")),
+        Err(crate::sip::uri::UriError::Malformed(_)) => Err((400, "Malformed Request-URI")),
+        // `?` may appear in the user part; headers begin after the host (after the last `@`).
+        Ok(u)
+            if u.scheme != crate::sip::uri::Scheme::Tel
+                && uri
+                    .rsplit('@')
+                    .next()
+                    .is_some_and(|hostpart| hostpart.contains('?')) =>
+        {
+            Err((400, "Headers are not allowed in a Request-URI"))
+        }
+        Ok(_) => Ok(()),
     }
 }
 
