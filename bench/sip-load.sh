@@ -50,6 +50,9 @@ rtp_ports = "20000-59999"
 
 [metrics]
 listen = "127.0.0.1:0"
+
+[storage]
+dir = "$WORK/storage"
 TOML
 
 echo "== starting ivrd (log: $WORK/ivrd.log)"
@@ -99,4 +102,6 @@ if [[ "$SIPP_RC" -ne 0 || "$FAILED" -ne 0 || "$OK" -ne "$CALLS" ]]; then
     head -n 40 "$WORK/sipp-errors.log" >&2 2>/dev/null || true
     exit 1
 fi
+echo "cases spooled:    $(find "$WORK/storage/outbox/pending" -name '*.json' 2>/dev/null | wc -l)"
+echo "recordings:       $(find "$WORK/storage/recordings" -name '*.wav' 2>/dev/null | wc -l)"
 echo "sip-load: OK"
