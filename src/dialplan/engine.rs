@@ -567,8 +567,10 @@ impl Engine {
             return;
         }
         self.log(now, StepKind::CallerHungUp);
-        let outcome = if self.phase == Phase::Recording {
-            // Hanging up is the usual way to end a message; `RecordingDone` may still correct it.
+        // Hanging up is the usual way to end a message (`RecordingDone` may still correct it),
+        // and a caller who hangs up during the thank-you after a kept message has left one: the
+        // back office must see the message, not an abandoned call.
+        let outcome = if self.phase == Phase::Recording || !self.journal.recordings.is_empty() {
             Outcome::MessageLeft
         } else {
             Outcome::Abandoned {

@@ -389,6 +389,22 @@ fn end_key_stops_recording_and_message_is_kept() {
 }
 
 #[test]
+fn hanging_up_after_a_kept_message_is_still_a_message_left() {
+    let mut c = call();
+    let rec = to_recording(&mut c);
+    c.advance(10.0);
+    c.key('#');
+    let (_, p) = played(&c.send(Event::RecordingDone {
+        id: rec,
+        duration: Duration::from_secs(10),
+    }));
+    assert_eq!(p, ["zh-CN/goodbye"]);
+    // The caller hangs up during the goodbye prompt.
+    c.send(Event::HangUp);
+    assert_eq!(c.e.journal().outcome, Some(Outcome::MessageLeft));
+}
+
+#[test]
 fn too_short_message_is_asked_again_then_moves_on() {
     let mut c = call();
     let rec = to_recording(&mut c);
