@@ -102,6 +102,18 @@ pub struct MediaSection {
     pub codecs: Vec<AudioCodec>,
     /// No RTP from the caller for this long ends the call.
     pub media_timeout_secs: u64,
+    /// Threads of the shared 20 ms media clock; 0 means one per core.
+    pub clock_threads: usize,
+}
+
+impl MediaSection {
+    /// How many media clock threads to start.
+    pub fn clock_threads(&self) -> usize {
+        match self.clock_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for MediaSection {
@@ -110,6 +122,7 @@ impl Default for MediaSection {
             rtp_ports: "20000-29999".into(),
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
             media_timeout_secs: 30,
+            clock_threads: 0,
         }
     }
 }

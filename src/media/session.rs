@@ -188,6 +188,14 @@ impl MediaSession {
         self.last_rx = now;
     }
 
+    /// Moves the next media tick to `next_tick`, so that a driver clocking many sessions at
+    /// once ticks them all on its own 20 ms grid (a session created between two ticks of that
+    /// grid would otherwise fall due just after one of them and jitter between zero and two
+    /// frames per driver tick).
+    pub fn align_clock(&mut self, next_tick: Instant) {
+        self.next_tick = next_tick;
+    }
+
     /// Queues a prompt; it starts at the next tick if nothing else plays.
     pub fn play(&mut self, prompt: Arc<Prompt>) {
         self.queue.push_back(prompt);

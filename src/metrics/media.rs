@@ -15,6 +15,10 @@ use super::{Metrics, MetricsError, RecordingKind};
 /// one or two frames no longer hides it.
 const JITTER_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2];
 
+/// How late a media clock tick runs behind its 20 ms grid: under 5 ms is invisible in the
+/// callers' spacing, over 20 ms means frames leave in pairs.
+const TICK_LATENESS_BUCKETS: [f64; 9] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25];
+
 /// The media group.
 pub(super) struct MediaMetrics {
     packets_in: IntCounter,
@@ -25,6 +29,8 @@ pub(super) struct MediaMetrics {
     late: IntCounter,
     unexpected_source: IntCounter,
     jitter: Histogram,
+    send_errors: IntCounter,
+    tick_lateness: Histogram,
     timeouts: IntCounter,
     ports_in_use: IntGauge,
     ports_available: IntGauge,
@@ -63,6 +69,15 @@ impl MediaMetrics {
                 "ivrd_rtp_jitter_seconds",
                 "RFC 3550 interarrival jitter of caller RTP, sampled per call at each report.",
                 &JITTER_BUCKETS,
+            )?,
+            send_errors: reg.counter(
+                "ivrd_rtp_send_errors_total",
+                "RTP/RTCP datagrams the socket refused to send (send buffer full, no route).",
+            )?,
+            tick_lateness: reg.histogram(
+                "ivrd_media_tick_lateness_seconds",
+                "How late each media clock tick ran behind its 20 ms schedule (one per thread per tick).",
+                &TICK_LATENESS_BUCKETS,
             )?,
             timeouts: reg.counter(
                 "ivrd_media_timeouts_total",
@@ -160,6 +175,16 @@ impl Metrics {
     /// Records one sample of a call's interarrival jitter (RFC 3550 §6.4.1, converted to time).
     pub fn rtp_jitter(&self, jitter: Duration) {
         self.media.jitter.observe(jitter.as_secs_f64());
+    }
+
+    /// Adds datagrams a call's sockets refused to send.
+    pub fn rtp_send_errors(&self, datagrams: u64) {
+        self.media.send_errors.inc_by(datagrams);
+    }
+
+    /// One media clock tick ran `late` behind its schedule.
+    pub fn media_tick_late(&self, late: Duration) {
+        self.media.tick_lateness.observe(late.as_secs_f64());
     }
 
     /// Counts a call ended by the media timeout.

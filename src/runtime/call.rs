@@ -1,6 +1,10 @@
-//! One task per answered call: it drives the call's [`MediaSession`] (RTP, 20 ms clock, DTMF)
-//! and its dialplan [`Engine`], records the call, and at the end leaves its case in the outbox.
-//! Deadlines are absolute, so the media clock does not drift.
+//! One task per answered call: the call's control. It runs the dialplan [`Engine`], hands the
+//! call's media (RTP, 20 ms clock, DTMF, recording) to the shared [`MediaClock`] and steers it
+//! through a [`MediaLink`], and at the end leaves the call's case in the outbox.
+//!
+//! The task wakes for SIP events, for the media's notices (a key, a prompt played out, a
+//! message ended) and for the engine's own deadlines — a handful of times per call, never per
+//! packet: packets and the 20 ms clock are the media clock's.
 
 use crate::case::skeleton::RecordingRef;
 use crate::case::{CallFacts, CaseId, CaseSkeleton};
@@ -8,10 +12,11 @@ use crate::dialplan::calendar::WallClock;
 use crate::dialplan::{Action, CallStart, Engine, Event, LoadedPlan, TransferResult};
 use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::{PromptId, PromptLibrary};
-use crate::media::rtcp::NtpTimestamp;
-use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
+use crate::media::session::{MediaEvent, MediaSession, SessionParams};
 use crate::metrics::{Metrics, RecordingKind};
 use crate::runtime::case_writer::{self, hangup_of, recording_ref, unix_ms_of};
+use crate::runtime::media_call::{FinishedMedia, MediaCommand, MediaNotice, MessageTap};
+use crate::runtime::media_clock::{MediaClock, MediaLink, StartMedia};
 use crate::runtime::ports::RtpSockets;
 use crate::runtime::recorder::{
     CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
@@ -19,10 +24,8 @@ use crate::runtime::recorder::{
 use crate::sip::sdp::{Direction, NegotiatedAudio};
 use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest};
 use bytes::Bytes;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -63,6 +66,8 @@ pub struct CallShared {
     pub plans: crate::runtime::plans::PlanStore,
     pub media_timeout: Duration,
     pub cname: String,
+    /// The media clock every call's media runs on.
+    pub media: MediaClock,
     /// The recording writer; `None` when it could not start (calls are still answered).
     pub recorder: Option<RecordingWriter>,
     /// Where cases go: the outbox, or memory while the disk refuses them.
@@ -73,23 +78,8 @@ pub struct CallShared {
     pub storage: std::path::PathBuf,
 }
 
-/// Mean absolute sample value below which a frame counts as silence for "end on silence"
-/// (about -45 dBm0: quieter than speech, louder than a G.711 idle channel).
-const SILENCE_LEVEL: u32 = 120;
-
 /// Bytes of one packet we send: RTP header plus one 20 ms G.711 frame.
 const RTP_PACKET_BYTES: u64 = (crate::media::rtp::RTP_HEADER_LEN + FRAME_SAMPLES) as u64;
-
-/// A caller message being recorded for the engine.
-struct MessageInProgress {
-    id: u64,
-    started: Instant,
-    max: Duration,
-    silence_end: Option<Duration>,
-    silent_since: Option<Instant>,
-    recorder: Option<MessageRecorder>,
-    due: bool,
-}
 
 /// Starts the task of an answered call.
 pub fn spawn(
@@ -134,16 +124,17 @@ struct CallTask {
     case_id: CaseId,
     answered: Instant,
     date: RecordingDate,
-    session: MediaSession,
     engine: Engine,
+    media: MediaLink,
+    notices: mpsc::UnboundedReceiver<MediaNotice>,
     /// The prompts loaded with the call's plan version.
     prompts: Arc<PromptLibrary>,
     shared: Arc<CallShared>,
     commands: mpsc::Sender<CallCommand>,
-    /// The engine's current `Play` id, reported finished when the session's queue drains.
+    /// The engine's current `Play` id, reported finished when the media says it played out.
     playing: Option<u64>,
-    call_recorder: Option<CallRecorder>,
-    message: Option<MessageInProgress>,
+    /// The engine's id of the caller message being taken.
+    message: Option<u64>,
     messages_taken: u32,
     recordings: Vec<RecordingRef>,
     media_timed_out: bool,
@@ -158,24 +149,12 @@ async fn run(
     commands: mpsc::Sender<CallCommand>,
     shared: Arc<CallShared>,
 ) {
-    let sockets = sockets.and_then(|s| {
-        Some((
-            UdpSocket::from_std(s.rtp).ok()?,
-            UdpSocket::from_std(s.rtcp).ok()?,
-        ))
-    });
     let params = session_params(info.audio.as_ref(), info.our_direction, &shared);
     let now = Instant::now();
-    let (Some((rtp, rtcp)), Ok(session)) =
-        (sockets, MediaSession::new(now, params, rand::random()))
+    let (Some(sockets), Ok(session)) = (sockets, MediaSession::new(now, params, rand::random()))
     else {
         tracing::error!(rtp_port = info.rtp_port, "media unavailable; hanging up");
-        let _ = commands
-            .send(CallCommand::HangUp {
-                call: handle,
-                reason: EndReason::LocalHangup,
-            })
-            .await;
+        hang_up_unavailable(&commands, handle).await;
         return;
     };
     let serving = shared.plans.current();
@@ -183,14 +162,104 @@ async fn run(
     let case_id = case_writer::new_case_id();
     let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
-    let call_recorder = shared.recorder.as_ref().and_then(|w| {
+    let call_recorder = start_call_recorder(&shared, &info, date);
+    write_marker(&shared, &info, &case_id, now, date, call_recorder.is_some()).await;
+    let (notice_tx, notices) = mpsc::unbounded_channel();
+    let Some(media) = shared.media.start_call(StartMedia {
+        session,
+        rtp: sockets.rtp,
+        rtcp: sockets.rtcp,
+        recorder: call_recorder,
+        notices: notice_tx,
+    }) else {
+        tracing::error!("media clock unavailable; hanging up");
+        hang_up_unavailable(&commands, handle).await;
+        return;
+    };
+    tracing::info!(plan = plan.name(), version = plan.version(), case_id = %case_id, "IVR started");
+    let mut task = CallTask {
+        handle,
+        info,
+        case_id,
+        answered: now,
+        date,
+        engine,
+        media,
+        notices,
+        prompts: serving.prompts.clone(),
+        shared,
+        commands,
+        playing: None,
+        message: None,
+        messages_taken: 0,
+        recordings: Vec::new(),
+        media_timed_out: false,
+        hangup_sent: false,
+    };
+    task.apply_actions(now).await;
+    let end = loop {
+        let deadline = task.engine.poll_timeout();
+        tokio::select! {
+            event = events.recv() => match event {
+                None => break EndReason::Shutdown,
+                Some(CallEvent::Ended { reason }) => break reason,
+                Some(event) => task.on_call_event(event),
+            },
+            notice = task.notices.recv() => match notice {
+                Some(notice) => task.on_notice(notice).await,
+                None => {
+                    tracing::error!("media clock stopped; hanging up");
+                    task.request_hangup(EndReason::LocalHangup);
+                }
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                task.engine.handle(Instant::now(), Event::Timeout);
+            }
+        }
+        task.apply_actions(Instant::now()).await;
+    };
+    task.finish(end).await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(at) = deadline {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+async fn hang_up_unavailable(commands: &mpsc::Sender<CallCommand>, call: CallHandle) {
+    let _ = commands
+        .send(CallCommand::HangUp {
+            call,
+            reason: EndReason::LocalHangup,
+        })
+        .await;
+}
+
+fn start_call_recorder(
+    shared: &CallShared,
+    info: &CallInfo,
+    date: RecordingDate,
+) -> Option<CallRecorder> {
+    shared.recorder.as_ref().and_then(|w| {
         CallRecorder::start(w, &RecordingName::for_call(&info.call_id, date))
             .map_err(|e| {
                 tracing::error!(error = %e, "call recording could not start; the call goes on");
                 shared.metrics.recording_failed(RecordingKind::Call);
             })
             .ok()
-    });
+    })
+}
+
+/// The durable marker that turns a crash during the call into an abandoned case.
+async fn write_marker(
+    shared: &CallShared,
+    info: &CallInfo,
+    case_id: &CaseId,
+    answered: Instant,
+    date: RecordingDate,
+    recording: bool,
+) {
     let marker = crate::runtime::call_marker::CallMarker {
         case_id: case_id.to_string(),
         call_id: info.call_id.clone(),
@@ -198,8 +267,8 @@ async fn run(
         called: info.called.clone(),
         trunk: info.trunk.to_string(),
         received_unix_ms: unix_ms_of(info.received),
-        answered_unix_ms: unix_ms_of(now),
-        recording: call_recorder.as_ref().map(|_| {
+        answered_unix_ms: unix_ms_of(answered),
+        recording: recording.then(|| {
             RecordingName::for_call(&info.call_id, date)
                 .relative_wav()
                 .to_string_lossy()
@@ -216,72 +285,6 @@ async fn run(
             tracing::error!("call marker not written; a crash during this call would leave no case")
         }
     }
-    tracing::info!(plan = plan.name(), version = plan.version(), case_id = %case_id, "IVR started");
-    let mut task = CallTask {
-        handle,
-        info,
-        case_id,
-        answered: now,
-        date,
-        session,
-        engine,
-        prompts: serving.prompts.clone(),
-        shared,
-        commands,
-        playing: None,
-        call_recorder,
-        message: None,
-        messages_taken: 0,
-        recordings: Vec::new(),
-        media_timed_out: false,
-        hangup_sent: false,
-    };
-    task.apply_actions(now).await;
-    let mut out = TickOutput::default();
-    let (mut rtp_buf, mut rtcp_buf) = ([0u8; 2048], [0u8; 1500]);
-    let end = loop {
-        let mut deadline = task.session.poll_timeout();
-        if let Some(at) = task.engine.poll_timeout() {
-            deadline = deadline.min(at);
-        }
-        tokio::select! {
-            event = events.recv() => match event {
-                None => break EndReason::Shutdown,
-                Some(CallEvent::Ended { reason }) => break reason,
-                Some(event) => task.on_call_event(event),
-            },
-            received = rtp.recv_from(&mut rtp_buf) => {
-                if let Ok((n, source)) = received {
-                    task.session.on_rtp(Instant::now(), source, &rtp_buf[..n]);
-                }
-            }
-            received = rtcp.recv_from(&mut rtcp_buf) => {
-                if let Ok((n, _)) = received {
-                    task.session.on_rtcp(Instant::now(), &rtcp_buf[..n]);
-                }
-            }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                let now = Instant::now();
-                while task.session.handle_timeout(now, ntp_now(), rand::random(), &mut out) {
-                    send(&rtp, &out.rtp[..out.rtp_len], out.rtp_to).await;
-                    send(&rtcp, &out.rtcp[..out.rtcp_len], out.rtcp_to).await;
-                    if out.ticked {
-                        task.on_tick(now, &out.caller, &out.ivrd);
-                    }
-                }
-                if task.engine.poll_timeout().is_some_and(|at| at <= now) {
-                    task.engine.handle(now, Event::Timeout);
-                }
-            }
-        }
-        let now = Instant::now();
-        if task.message.as_ref().is_some_and(|m| m.due) {
-            task.stop_message(now).await;
-        }
-        task.on_media_events(now);
-        task.apply_actions(now).await;
-    };
-    task.finish(end, &rtcp, &mut rtcp_buf).await;
 }
 
 fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan, case_id: &CaseId) -> CallStart {
@@ -308,7 +311,6 @@ fn call_start(now: Instant, info: &CallInfo, plan: &LoadedPlan, case_id: &CaseId
 
 impl CallTask {
     fn on_call_event(&mut self, event: CallEvent) {
-        let now = Instant::now();
         match event {
             CallEvent::MediaChanged {
                 audio,
@@ -319,81 +321,49 @@ impl CallTask {
                     direction = our_direction.as_str(),
                     "media changed"
                 );
-                self.session.update(
-                    now,
-                    session_params(Some(&audio), our_direction, &self.shared),
-                );
+                let params = session_params(Some(&audio), our_direction, &self.shared);
+                self.media.send(MediaCommand::Update(params));
             }
             CallEvent::Info { content_type, body } => {
-                if !self.session.on_info(now, &content_type, &body) {
-                    tracing::debug!(%content_type, "INFO without DTMF ignored");
-                }
+                self.media.send(MediaCommand::Info { content_type, body });
             }
             CallEvent::Transfer { outcome } => {
                 let result = match outcome {
                     TransferOutcome::Succeeded => TransferResult::Accepted,
                     TransferOutcome::Failed { code } => TransferResult::Failed { code },
                 };
-                self.engine.handle(now, Event::Transfer(result));
+                self.engine.handle(Instant::now(), Event::Transfer(result));
             }
             CallEvent::Ended { .. } => {}
         }
     }
 
-    fn on_media_events(&mut self, now: Instant) {
-        while let Some(event) = self.session.poll_event() {
-            match event {
-                MediaEvent::Digit(d) => {
-                    tracing::info!(digit = %d.digit, method = d.method.as_str(), "DTMF");
-                    self.engine.handle(now, Event::Digit(d));
-                }
-                MediaEvent::PromptFinished(_) => {
-                    if let (Some(id), false) = (self.playing, self.session.is_playing()) {
-                        self.playing = None;
-                        self.engine.handle(now, Event::PromptFinished { id });
-                    }
-                }
-                MediaEvent::MediaTimeout => {
-                    tracing::info!("no RTP from the caller within the media timeout");
-                    self.media_timed_out = true;
-                    self.shared.metrics.media_timeout();
-                    self.request_hangup(EndReason::MediaTimeout);
-                }
-                MediaEvent::RemoteBye => tracing::debug!("caller sent RTCP BYE"),
+    async fn on_notice(&mut self, notice: MediaNotice) {
+        let now = Instant::now();
+        match notice {
+            MediaNotice::Event(MediaEvent::Digit(d)) => {
+                tracing::info!(digit = %d.digit, method = d.method.as_str(), "DTMF");
+                self.engine.handle(now, Event::Digit(d));
             }
-        }
-    }
-
-    /// Per 20 ms tick: both channels to the call recording; the caller to a message being
-    /// taken, with its end on silence or at the maximum.
-    fn on_tick(
-        &mut self,
-        now: Instant,
-        caller: &[i16; FRAME_SAMPLES],
-        ivrd: &[i16; FRAME_SAMPLES],
-    ) {
-        if let Some(rec) = self.call_recorder.as_mut() {
-            rec.push_frame(caller, ivrd);
-        }
-        let Some(msg) = self.message.as_mut() else {
-            return;
-        };
-        if let Some(rec) = msg.recorder.as_mut() {
-            rec.push(caller);
-        }
-        let level = caller
-            .iter()
-            .map(|s| u32::from(s.unsigned_abs()))
-            .sum::<u32>()
-            / FRAME_SAMPLES as u32;
-        if level >= SILENCE_LEVEL {
-            msg.silent_since = None;
-        } else if msg.silent_since.is_none() {
-            msg.silent_since = Some(now);
-        }
-        let silent_too_long = matches!((msg.silence_end, msg.silent_since), (Some(limit), Some(since)) if now >= since + limit);
-        if silent_too_long || now >= msg.started + msg.max {
-            msg.due = true;
+            MediaNotice::Event(MediaEvent::MediaTimeout) => {
+                tracing::info!("no RTP from the caller within the media timeout");
+                self.media_timed_out = true;
+                self.shared.metrics.media_timeout();
+                self.request_hangup(EndReason::MediaTimeout);
+            }
+            MediaNotice::Event(MediaEvent::RemoteBye) => tracing::debug!("caller sent RTCP BYE"),
+            // The media reports prompt ends as `PlaybackDone`.
+            MediaNotice::Event(MediaEvent::PromptFinished(_)) => {}
+            MediaNotice::PlaybackDone { id } => {
+                if self.playing == Some(id) {
+                    self.playing = None;
+                    self.engine.handle(now, Event::PromptFinished { id });
+                }
+            }
+            MediaNotice::MessageEnded { tap, at } => self.message_ended(tap, at).await,
+            MediaNotice::Finished(_) => {
+                tracing::warn!("media finished before the call asked; ignored");
+            }
         }
     }
 
@@ -402,9 +372,9 @@ impl CallTask {
         now: Instant,
         id: u64,
         field: &str,
-        max: Duration,
-        silence_end: Option<Duration>,
+        tap: (Duration, Option<Duration>),
     ) {
+        let (max, silence_end) = tap;
         self.messages_taken += 1;
         let name = RecordingName::for_message(&self.info.call_id, self.date, self.messages_taken);
         let recorder = self.shared.recorder.as_ref().and_then(|w| {
@@ -416,23 +386,19 @@ impl CallTask {
                 .ok()
         });
         tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
-        self.message = Some(MessageInProgress {
-            id,
-            started: now,
+        self.message = Some(id);
+        self.media.send(MediaCommand::StartMessage(MessageTap::new(
+            recorder,
+            now,
             max,
             silence_end,
-            silent_since: None,
-            recorder,
-            due: false,
-        });
+        )));
     }
 
-    async fn stop_message(&mut self, now: Instant) {
-        let Some(msg) = self.message.take() else {
-            return;
-        };
-        let mut duration = now.saturating_duration_since(msg.started);
-        if let Some(rec) = msg.recorder {
+    /// The media ended a message (silence, its maximum, `StopMessage` or the call's end).
+    async fn message_ended(&mut self, tap: MessageTap, at: Instant) {
+        let mut duration = at.saturating_duration_since(tap.started);
+        if let Some(rec) = tap.recorder {
             let result = rec.finish().await;
             case_writer::observe_recording(&self.shared.metrics, RecordingKind::Message, &result);
             if let Ok(summary) = result {
@@ -444,17 +410,14 @@ impl CallTask {
             duration_ms = duration.as_millis() as u64,
             "caller message recorded"
         );
-        self.engine.handle(
-            now,
-            Event::RecordingDone {
-                id: msg.id,
-                duration,
-            },
-        );
+        if let Some(id) = self.message.take() {
+            self.engine
+                .handle(Instant::now(), Event::RecordingDone { id, duration });
+        }
     }
 
     async fn apply_actions(&mut self, now: Instant) {
-        // Stopping a recording feeds the engine again, which may queue more actions.
+        // A message ending feeds the engine again, which may queue more actions.
         for _ in 0..64 {
             let Some(action) = self.engine.poll_action() else {
                 return;
@@ -462,7 +425,7 @@ impl CallTask {
             match action {
                 Action::Play { id, prompts, .. } => self.play(id, &prompts),
                 Action::StopPlayback { .. } => {
-                    self.session.stop_playback();
+                    self.media.send(MediaCommand::StopPlayback);
                     self.playing = None;
                 }
                 Action::StartRecording {
@@ -470,8 +433,10 @@ impl CallTask {
                     field,
                     max,
                     silence_end,
-                } => self.start_message(now, id, &field, max, silence_end),
-                Action::StopRecording { .. } => self.stop_message(now).await,
+                } => self.start_message(now, id, &field, (max, silence_end)),
+                Action::StopRecording { .. } => {
+                    self.media.send(MediaCommand::StopMessage);
+                }
                 Action::Transfer {
                     target,
                     emergency,
@@ -502,27 +467,29 @@ impl CallTask {
     }
 
     fn play(&mut self, id: u64, prompts: &[crate::dialplan::PromptId]) {
-        self.session.stop_playback();
-        let mut queued = 0;
+        let mut queued = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             let key = format!("{}/{}", prompt.language, prompt.name);
             match PromptId::new(&key)
                 .ok()
                 .and_then(|k| self.prompts.get(&k).cloned())
             {
-                Some(p) => {
-                    self.session.play(p);
-                    queued += 1;
-                }
+                Some(p) => queued.push(p),
                 None => tracing::warn!(prompt = %key, "prompt not loaded; skipped"),
             }
         }
-        if queued == 0 {
+        if queued.is_empty() {
             // Nothing to play: the engine must not wait for a prompt that never ends.
+            self.media.send(MediaCommand::StopPlayback);
+            self.playing = None;
             self.engine
                 .handle(Instant::now(), Event::PromptFinished { id });
         } else {
             self.playing = Some(id);
+            self.media.send(MediaCommand::Play {
+                id,
+                prompts: queued,
+            });
         }
     }
 
@@ -536,24 +503,42 @@ impl CallTask {
         }
     }
 
-    /// The end: last RTCP, recordings finalised, the engine told, the case spooled.
-    async fn finish(&mut self, end: EndReason, rtcp: &UdpSocket, buf: &mut [u8]) {
+    /// Ends the media and waits for it: a message still being taken and the call recording
+    /// come back to be finalised. `None` when the media clock is gone.
+    async fn stop_media(&mut self) -> Option<FinishedMedia> {
+        self.media.send(MediaCommand::Finish);
+        while let Some(notice) = self.notices.recv().await {
+            match notice {
+                MediaNotice::Finished(media) => return Some(*media),
+                MediaNotice::MessageEnded { tap, at } => self.message_ended(tap, at).await,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The end: media stopped (RTCP BYE sent), recordings finalised, the engine told, the
+    /// case spooled.
+    async fn finish(&mut self, end: EndReason) {
         let now = Instant::now();
         if !self.engine.is_done() {
             self.engine.handle(now, Event::HangUp);
         }
-        self.stop_message(now).await;
-        if let Some((n, to)) = self.session.goodbye(now, ntp_now(), buf) {
-            send(rtcp, &buf[..n], Some(to)).await;
-        }
-        if let Some(rec) = self.call_recorder.take() {
-            let result = rec.finish().await;
-            case_writer::observe_recording(&self.shared.metrics, RecordingKind::Call, &result);
-            if let Ok(summary) = result {
-                self.recordings.insert(0, recording_ref("call", &summary));
+        let finished = self.stop_media().await;
+        if let Some(media) = finished {
+            if let Some(tap) = media.message {
+                self.message_ended(tap, now).await;
             }
+            if let Some(rec) = media.recorder {
+                let result = rec.finish().await;
+                case_writer::observe_recording(&self.shared.metrics, RecordingKind::Call, &result);
+                if let Ok(summary) = result {
+                    self.recordings.insert(0, recording_ref("call", &summary));
+                }
+            }
+            self.observe_media(&media.session, media.send_errors);
         }
-        self.observe_media();
+        let now = Instant::now();
         let facts = CallFacts {
             case_id: self.case_id.to_string(),
             call_id: self.info.call_id.clone(),
@@ -593,9 +578,9 @@ impl CallTask {
                 .await;
     }
 
-    fn observe_media(&self) {
-        let stats = self.session.receiver();
-        let counters = self.session.counters();
+    fn observe_media(&self, session: &MediaSession, send_errors: u64) {
+        let stats = session.receiver();
+        let counters = session.counters();
         let m = &self.shared.metrics;
         m.rtp_received(stats.packets(), stats.bytes());
         m.rtp_sent(
@@ -605,26 +590,14 @@ impl CallTask {
         m.rtp_lost(u64::try_from(stats.lost()).unwrap_or(0));
         m.rtp_late(stats.late());
         m.rtp_unexpected_source(counters.unexpected_source);
+        m.rtp_send_errors(send_errors);
         m.rtp_jitter(Duration::from_micros(u64::from(stats.jitter()) * 125));
         tracing::debug!(
             rtp_in = stats.packets(),
             lost = stats.lost(),
             rtp_out = counters.packets_sent,
+            send_errors,
             "media ended"
         );
     }
-}
-
-async fn send(socket: &UdpSocket, bytes: &[u8], to: Option<SocketAddr>) {
-    if let (false, Some(to)) = (bytes.is_empty(), to) {
-        let _ = socket.send_to(bytes, to).await;
-    }
-}
-
-fn ntp_now() -> NtpTimestamp {
-    NtpTimestamp::from_unix(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
 }

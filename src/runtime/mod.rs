@@ -5,6 +5,8 @@ pub mod call_marker;
 pub mod case_writer;
 pub mod delivery;
 pub mod http;
+pub mod media_call;
+pub mod media_clock;
 pub mod outbox;
 pub mod outbox_metrics;
 pub mod plans;

@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::runtime::call::{self, CallCommand, CallEvent, CallShared};
 use crate::runtime::case_writer;
 use crate::runtime::http::Readiness;
+use crate::runtime::media_clock::MediaClock;
 use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpPortPool;
 use crate::runtime::recorder::RecordingWriter;
@@ -177,9 +178,17 @@ impl Server {
             Duration::from_secs(5),
             stop_cases.clone(),
         ));
+        let media = match MediaClock::start(self.config.media.clock_threads(), metrics.clone()) {
+            Ok(clock) => clock,
+            Err(e) => {
+                tracing::error!(error = %e, "media clock failed; cannot run");
+                return;
+            }
+        };
         let shared = Arc::new(CallShared {
             plans: self.plans,
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
+            media,
             cname: format!("ivrd@{bind_ip}"),
             recorder,
             cases: cases.clone(),

@@ -1,0 +1,315 @@
+//! One call's media as the shared media clock drives it: the call's [`MediaSession`], its RTP and
+//! RTCP sockets, the whole-call recorder and a caller message being taken.
+//!
+//! Where it sits: a [`crate::runtime::media_clock`] worker owns many of these and calls
+//! [`CallMedia::on_tick`] for each on every 20 ms tick of its clock; the call's control task
+//! (`runtime::call`) steers it with [`MediaCommand`]s and hears back through [`MediaNotice`]s,
+//! which happen a few times per call, not per packet. Sockets are non-blocking and drained
+//! here, at the tick, so a packet costs no wake-up of its own.
+
+use crate::media::g711::FRAME_SAMPLES;
+use crate::media::prompt::Prompt;
+use crate::media::rtcp::NtpTimestamp;
+use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
+use crate::runtime::recorder::{CallRecorder, MessageRecorder};
+use bytes::Bytes;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// RTP datagrams read from one call's socket per tick. A caller sends one per 20 ms (a few
+/// more around a key press or after a network stall); the cap bounds what a flood at one port
+/// can cost the worker, and the kernel drops the rest of such a flood.
+pub const MAX_RTP_READS_PER_TICK: usize = 32;
+
+/// RTCP is read every this many ticks: reports come every few seconds and nothing in them is
+/// urgent, so polling every tick would be a wasted system call per call per tick.
+pub const RTCP_READ_EVERY_TICKS: u64 = 10;
+
+/// Mean absolute sample value below which a frame counts as silence for "end on silence"
+/// (about -45 dBm0: quieter than speech, louder than a G.711 idle channel).
+const SILENCE_LEVEL: u32 = 120;
+
+/// A caller message being recorded: the recorder and the rules that end it.
+pub struct MessageTap {
+    /// `None` when the recording could not start: the message is then timed but not kept.
+    pub recorder: Option<MessageRecorder>,
+    pub started: Instant,
+    pub max: Duration,
+    pub silence_end: Option<Duration>,
+    silent_since: Option<Instant>,
+}
+
+impl MessageTap {
+    /// A message starting at `started`, ending at `max` or after `silence_end` of silence.
+    pub fn new(
+        recorder: Option<MessageRecorder>,
+        started: Instant,
+        max: Duration,
+        silence_end: Option<Duration>,
+    ) -> Self {
+        MessageTap {
+            recorder,
+            started,
+            max,
+            silence_end,
+            silent_since: None,
+        }
+    }
+
+    /// Takes one tick of the caller's audio; true when the message should end now.
+    pub fn push(&mut self, now: Instant, caller: &[i16; FRAME_SAMPLES]) -> bool {
+        if let Some(rec) = self.recorder.as_mut() {
+            rec.push(caller);
+        }
+        let level = caller
+            .iter()
+            .map(|s| u32::from(s.unsigned_abs()))
+            .sum::<u32>()
+            / FRAME_SAMPLES as u32;
+        if level >= SILENCE_LEVEL {
+            self.silent_since = None;
+        } else if self.silent_since.is_none() {
+            self.silent_since = Some(now);
+        }
+        let silent_too_long = matches!(
+            (self.silence_end, self.silent_since),
+            (Some(limit), Some(since)) if now >= since + limit
+        );
+        silent_too_long || now >= self.started + self.max
+    }
+}
+
+/// What the call's control task asks of its media.
+pub enum MediaCommand {
+    /// Stop what plays and play these, reporting [`MediaNotice::PlaybackDone`] with `id`.
+    Play { id: u64, prompts: Vec<Arc<Prompt>> },
+    /// Barge-in: stop playing and forget the queue.
+    StopPlayback,
+    /// A re-INVITE or UPDATE changed the media.
+    Update(SessionParams),
+    /// A SIP INFO body, for DTMF.
+    Info { content_type: String, body: Bytes },
+    /// Start feeding the caller's audio to a message.
+    StartMessage(MessageTap),
+    /// End the message now; it comes back in [`MediaNotice::MessageEnded`].
+    StopMessage,
+    /// The call is over: send RTCP BYE and hand everything back in [`MediaNotice::Finished`].
+    Finish,
+}
+
+/// What the media tells the call's control task.
+pub enum MediaNotice {
+    /// A key, a media timeout or an RTCP BYE (prompt ends come as `PlaybackDone`).
+    Event(MediaEvent),
+    /// Everything queued by the `Play` with this id has been played.
+    PlaybackDone { id: u64 },
+    /// The message ended (silence, its maximum, or `StopMessage`) at `at`.
+    MessageEnded { tap: MessageTap, at: Instant },
+    /// After `Finish`: the session (for its statistics) and what is left to finalise.
+    Finished(Box<FinishedMedia>),
+}
+
+/// What a finished call's media hands back.
+pub struct FinishedMedia {
+    pub session: MediaSession,
+    pub recorder: Option<CallRecorder>,
+    pub message: Option<MessageTap>,
+    /// Datagrams the socket refused (buffer full) while the call ran.
+    pub send_errors: u64,
+}
+
+/// One call on the media clock.
+pub struct CallMedia {
+    /// The call's key on its worker.
+    pub key: u64,
+    session: MediaSession,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    recorder: Option<CallRecorder>,
+    message: Option<MessageTap>,
+    /// The `Play` id whose prompts are queued or playing.
+    playing: Option<u64>,
+    notices: UnboundedSender<MediaNotice>,
+    send_errors: u64,
+}
+
+/// Buffers a worker reuses for every call on every tick.
+pub struct TickScratch {
+    out: TickOutput,
+    rx: [u8; 2048],
+}
+
+impl Default for TickScratch {
+    fn default() -> Self {
+        TickScratch {
+            out: TickOutput::default(),
+            rx: [0; 2048],
+        }
+    }
+}
+
+/// The wall clock of one tick, read once for every call on it.
+#[derive(Debug, Clone, Copy)]
+pub struct TickClock {
+    pub now: Instant,
+    pub ntp: NtpTimestamp,
+    /// Counts the worker's ticks; spreads RTCP reads across ticks.
+    pub count: u64,
+}
+
+impl CallMedia {
+    /// A call's media on its worker. The session's clock must already be on the worker's grid.
+    pub fn new(
+        key: u64,
+        session: MediaSession,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        recorder: Option<CallRecorder>,
+        notices: UnboundedSender<MediaNotice>,
+    ) -> Self {
+        CallMedia {
+            key,
+            session,
+            rtp,
+            rtcp,
+            recorder,
+            message: None,
+            playing: None,
+            notices,
+            send_errors: 0,
+        }
+    }
+
+    /// Applies a command; true for `Finish`, after which the worker calls [`Self::finish`].
+    pub fn on_command(&mut self, now: Instant, command: MediaCommand) -> bool {
+        match command {
+            MediaCommand::Play { id, prompts } => {
+                self.session.stop_playback();
+                for prompt in prompts {
+                    self.session.play(prompt);
+                }
+                self.playing = Some(id);
+            }
+            MediaCommand::StopPlayback => {
+                self.session.stop_playback();
+                self.playing = None;
+            }
+            MediaCommand::Update(params) => self.session.update(now, params),
+            MediaCommand::Info { content_type, body } => {
+                if !self.session.on_info(now, &content_type, &body) {
+                    tracing::debug!(key = self.key, %content_type, "INFO without DTMF ignored");
+                }
+                self.forward_events();
+            }
+            MediaCommand::StartMessage(tap) => self.message = Some(tap),
+            MediaCommand::StopMessage => self.end_message(now),
+            MediaCommand::Finish => return true,
+        }
+        false
+    }
+
+    /// Hands everything back to the control task after the final RTCP BYE (RFC 3550 §6.6).
+    pub fn finish(mut self, clock: &TickClock, scratch: &mut TickScratch) {
+        if let Some((n, to)) = self
+            .session
+            .goodbye(clock.now, clock.ntp, &mut scratch.out.rtcp)
+        {
+            let _ = self.rtcp.send_to(&scratch.out.rtcp[..n], to);
+        }
+        let finished = FinishedMedia {
+            session: self.session,
+            recorder: self.recorder,
+            message: self.message,
+            send_errors: self.send_errors,
+        };
+        let _ = self.notices.send(MediaNotice::Finished(Box::new(finished)));
+    }
+
+    /// One tick of the worker's clock: read what arrived, run what is due, send, record.
+    pub fn on_tick(&mut self, clock: &TickClock, scratch: &mut TickScratch) {
+        self.read_rtp(clock.now, &mut scratch.rx);
+        if (clock.count + self.key) % RTCP_READ_EVERY_TICKS == 0 {
+            self.read_rtcp(clock.now, &mut scratch.rx);
+        }
+        let out = &mut scratch.out;
+        while self
+            .session
+            .handle_timeout(clock.now, clock.ntp, rand::random(), out)
+        {
+            if let (true, Some(to)) = (out.rtp_len > 0, out.rtp_to) {
+                if self.rtp.send_to(&out.rtp[..out.rtp_len], to).is_err() {
+                    self.send_errors += 1;
+                }
+            }
+            if let (true, Some(to)) = (out.rtcp_len > 0, out.rtcp_to) {
+                if self.rtcp.send_to(&out.rtcp[..out.rtcp_len], to).is_err() {
+                    self.send_errors += 1;
+                }
+            }
+            if out.ticked {
+                if let Some(rec) = self.recorder.as_mut() {
+                    rec.push_frame(&out.caller, &out.ivrd);
+                }
+                if self
+                    .message
+                    .as_mut()
+                    .is_some_and(|m| m.push(clock.now, &out.caller))
+                {
+                    self.end_message(clock.now);
+                }
+            }
+        }
+        self.forward_events();
+    }
+
+    fn read_rtp(&mut self, now: Instant, buf: &mut [u8]) {
+        for _ in 0..MAX_RTP_READS_PER_TICK {
+            match self.rtp.recv_from(buf) {
+                Ok((n, source)) => self.session.on_rtp(now, source, &buf[..n]),
+                // ICMP port unreachable from an earlier send surfaces here on Linux; the
+                // socket stays usable.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn read_rtcp(&mut self, now: Instant, buf: &mut [u8]) {
+        for _ in 0..MAX_RTP_READS_PER_TICK {
+            match self.rtcp.recv_from(buf) {
+                Ok((n, _)) => self.session.on_rtcp(now, &buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn end_message(&mut self, at: Instant) {
+        if let Some(tap) = self.message.take() {
+            let _ = self.notices.send(MediaNotice::MessageEnded { tap, at });
+        }
+    }
+
+    fn forward_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                MediaEvent::PromptFinished(_) => {
+                    if let (Some(id), false) = (self.playing, self.session.is_playing()) {
+                        self.playing = None;
+                        let _ = self.notices.send(MediaNotice::PlaybackDone { id });
+                    }
+                }
+                other => {
+                    let _ = self.notices.send(MediaNotice::Event(other));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "media_call_tests.rs"]
+mod tests;

@@ -1,0 +1,249 @@
+//! A call's media on a fake clock with real loopback sockets: what one tick reads and sends,
+//! prompt ends, messages ending on silence, the flood cap and the final RTCP BYE.
+
+use super::*;
+use crate::media::g711::Codec;
+use crate::media::prompt::PromptId;
+use crate::media::rtp::{RtpSender, parse_rtp};
+use crate::media::session::TICK;
+use std::net::SocketAddr;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+struct Rig {
+    media: CallMedia,
+    notices: UnboundedReceiver<MediaNotice>,
+    /// The caller's RTP socket; ivrd's address is `ivrd_rtp`.
+    caller: UdpSocket,
+    /// The caller's RTCP socket, on the RTP port + 1.
+    caller_rtcp: UdpSocket,
+    ivrd_rtp: SocketAddr,
+    t0: Instant,
+    scratch: TickScratch,
+}
+
+fn bind() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_nonblocking(true).expect("nonblocking");
+    s
+}
+
+/// Two sockets on adjacent ports, as RTP and RTCP (RFC 3550 §11).
+fn bind_pair() -> (UdpSocket, UdpSocket) {
+    loop {
+        let rtp = bind();
+        let port = rtp.local_addr().expect("addr").port();
+        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port.wrapping_add(1))) {
+            rtcp.set_nonblocking(true).expect("nonblocking");
+            return (rtp, rtcp);
+        }
+    }
+}
+
+fn rig() -> Rig {
+    let (caller, caller_rtcp) = bind_pair();
+    let (rtp, rtcp) = (bind(), bind());
+    let ivrd_rtp = rtp.local_addr().expect("addr");
+    let t0 = Instant::now();
+    let params = SessionParams {
+        codec: Codec::Pcmu,
+        codec_pt: 0,
+        dtmf_pt: Some(101),
+        remote: Some(caller.local_addr().expect("addr")),
+        peer_receives: true,
+        peer_sends: true,
+        ssrc: 7,
+        initial_seq: 100,
+        initial_ts: 0,
+        cname: "ivrd@test".into(),
+        media_timeout: Duration::from_secs(30),
+    };
+    let mut session = MediaSession::new(t0, params, 0.5).expect("session");
+    session.align_clock(t0 + TICK);
+    let (tx, notices) = unbounded_channel();
+    Rig {
+        media: CallMedia::new(1, session, rtp, rtcp, None, tx),
+        notices,
+        caller,
+        caller_rtcp,
+        ivrd_rtp,
+        t0,
+        scratch: TickScratch::default(),
+    }
+}
+
+impl Rig {
+    fn tick(&mut self, n: u32) {
+        let clock = TickClock {
+            now: self.t0 + TICK * n,
+            ntp: crate::media::rtcp::NtpTimestamp::from_unix(Duration::from_secs(1)),
+            count: u64::from(n),
+        };
+        self.media.on_tick(&clock, &mut self.scratch);
+    }
+
+    /// Every RTP packet that reached the caller so far (sequence numbers).
+    fn received(&self) -> Vec<u16> {
+        let mut buf = [0u8; 2048];
+        let mut seqs = Vec::new();
+        while let Ok(n) = self.caller.recv(&mut buf) {
+            if let Ok(p) = parse_rtp(&buf[..n]) {
+                seqs.push(p.sequence);
+            }
+        }
+        seqs
+    }
+
+    fn notices(&mut self) -> Vec<MediaNotice> {
+        let mut out = Vec::new();
+        while let Ok(n) = self.notices.try_recv() {
+            out.push(n);
+        }
+        out
+    }
+}
+
+fn prompt(frames: usize) -> Arc<Prompt> {
+    Arc::new(Prompt::from_samples(
+        PromptId::new("test/p").expect("id"),
+        &vec![4000i16; frames * FRAME_SAMPLES],
+    ))
+}
+
+#[test]
+fn each_tick_sends_one_frame_and_a_late_tick_catches_up() {
+    let mut r = rig();
+    r.tick(1);
+    assert_eq!(r.received(), vec![100]);
+    r.tick(2);
+    assert_eq!(r.received(), vec![101]);
+    // Woken three ticks late: the frames due meanwhile go out now, in order.
+    r.tick(5);
+    assert_eq!(r.received(), vec![102, 103, 104]);
+}
+
+#[test]
+fn playback_done_is_reported_once_with_the_play_id_after_the_last_prompt() {
+    let mut r = rig();
+    let now = r.t0;
+    r.media.on_command(
+        now,
+        MediaCommand::Play {
+            id: 9,
+            prompts: vec![prompt(2), prompt(1)],
+        },
+    );
+    for n in 1..=3 {
+        r.tick(n);
+        assert!(r.notices().is_empty(), "tick {n}");
+    }
+    r.tick(4);
+    let notices = r.notices();
+    assert!(matches!(
+        notices.as_slice(),
+        [MediaNotice::PlaybackDone { id: 9 }]
+    ));
+    r.tick(5);
+    assert!(r.notices().is_empty());
+}
+
+#[test]
+fn a_stopped_play_reports_nothing() {
+    let mut r = rig();
+    r.media.on_command(
+        r.t0,
+        MediaCommand::Play {
+            id: 3,
+            prompts: vec![prompt(1)],
+        },
+    );
+    r.media.on_command(r.t0, MediaCommand::StopPlayback);
+    for n in 1..=3 {
+        r.tick(n);
+    }
+    assert!(r.notices().is_empty());
+}
+
+#[test]
+fn caller_audio_is_read_at_the_tick_and_a_silent_message_ends_on_silence() {
+    let mut r = rig();
+    let tap = MessageTap::new(None, r.t0, Duration::from_secs(60), Some(TICK * 3));
+    r.media.on_command(r.t0, MediaCommand::StartMessage(tap));
+    let mut tx = RtpSender::new(55, 1, 0);
+    let mut pkt = [0u8; 256];
+    for n in 1..=6 {
+        // Silence from the caller (µ-law 0xFF), one packet per tick.
+        let len = tx
+            .write_packet(0, false, &[0xFF; FRAME_SAMPLES], &mut pkt)
+            .expect("packet");
+        tx.advance(FRAME_SAMPLES as u32);
+        r.caller.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
+        r.tick(n);
+        let ended = r
+            .notices()
+            .into_iter()
+            .any(|n| matches!(n, MediaNotice::MessageEnded { .. }));
+        // Silent since the first tick; ends once three ticks of silence have passed.
+        assert_eq!(ended, n == 4, "tick {n}");
+    }
+}
+
+#[test]
+fn a_flood_at_the_port_is_read_at_most_the_cap_per_tick_and_counted() {
+    let mut r = rig();
+    let stranger = bind();
+    let mut tx = RtpSender::new(66, 1, 0);
+    let mut pkt = [0u8; 256];
+    // The real caller speaks first, so it is the latched source.
+    let len = tx
+        .write_packet(0, false, &[0xFF; FRAME_SAMPLES], &mut pkt)
+        .expect("packet");
+    r.caller.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
+    r.tick(1);
+    for _ in 0..100 {
+        stranger.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
+    }
+    stranger.send_to(&[0u8; 1500], r.ivrd_rtp).expect("send");
+    r.tick(2);
+    let after_one = r.media.session.counters();
+    assert_eq!(
+        after_one.unexpected_source + after_one.malformed,
+        MAX_RTP_READS_PER_TICK as u64
+    );
+    for n in 3..=6 {
+        r.tick(n);
+    }
+    let all = r.media.session.counters();
+    assert_eq!(all.unexpected_source, 100);
+    assert_eq!(all.malformed, 1);
+}
+
+#[test]
+fn finish_sends_rtcp_bye_and_hands_back_the_session() {
+    let mut r = rig();
+    r.tick(1);
+    let clock = TickClock {
+        now: r.t0 + TICK * 2,
+        ntp: crate::media::rtcp::NtpTimestamp::from_unix(Duration::from_secs(2)),
+        count: 2,
+    };
+    let Rig {
+        media,
+        mut notices,
+        mut scratch,
+        caller_rtcp,
+        ..
+    } = r;
+    media.finish(&clock, &mut scratch);
+    match notices.try_recv() {
+        Ok(MediaNotice::Finished(f)) => assert_eq!(f.session.counters().packets_sent, 1),
+        _ => panic!("no Finished notice"),
+    }
+    let mut buf = [0u8; 512];
+    let n = caller_rtcp.recv(&mut buf).expect("RTCP BYE arrived");
+    // A compound packet: SR or RR first, then SDES and BYE (PT 203).
+    assert!(
+        buf[..n]
+            .windows(2)
+            .any(|w| w[0] & 0xC0 == 0x80 && w[1] == 203)
+    );
+}

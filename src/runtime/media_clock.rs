@@ -1,0 +1,333 @@
+//! The shared media clock: a few worker threads, each ticking every 20 ms for all the calls it
+//! holds, instead of a timer, a task wake-up and a readiness wake-up per call per packet.
+//!
+//! Where it sits: a call's control task (`runtime::call`) hands its media to
+//! [`MediaClock::start`] and steers it through the [`MediaLink`] it gets back. On each tick a
+//! worker reads every call's RTP socket without blocking, runs each [`MediaSession`] on the
+//! same `now`, and sends each call's frame, so all calls of a worker share one wake-up and one
+//! clock reading. A worker's grid is absolute (start + k·20 ms) and every session is aligned to
+//! it when it arrives, so a late wake-up never shifts a call's spacing for good; sessions catch
+//! up frame by frame.
+
+use crate::media::session::{MediaSession, TICK};
+use crate::metrics::Metrics;
+use crate::runtime::media_call::{CallMedia, MediaCommand, MediaNotice, TickClock, TickScratch};
+use crate::runtime::recorder::CallRecorder;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What a call hands to the clock when it is answered.
+pub struct StartMedia {
+    pub session: MediaSession,
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub recorder: Option<CallRecorder>,
+    pub notices: UnboundedSender<MediaNotice>,
+}
+
+enum WorkerInput {
+    Start(Box<StartMedia>),
+    Command(MediaCommand),
+}
+
+struct Worker {
+    inputs: mpsc::Sender<(u64, WorkerInput)>,
+    /// Calls on this worker, for placing new ones on the least loaded.
+    calls: Arc<AtomicUsize>,
+}
+
+/// Why the media clock could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start media clock thread {index}: {source}")]
+pub struct MediaClockError {
+    index: usize,
+    source: std::io::Error,
+}
+
+/// The workers; cheap to share behind an `Arc`.
+pub struct MediaClock {
+    workers: Vec<Worker>,
+    next_key: AtomicU64,
+}
+
+impl MediaClock {
+    /// Starts `threads` workers (at least one). One per core is the intent: a worker's tick is
+    /// short, and more threads than cores only adds wake-ups.
+    pub fn start(threads: usize, metrics: Arc<Metrics>) -> Result<MediaClock, MediaClockError> {
+        let mut workers = Vec::new();
+        for index in 0..threads.max(1) {
+            let (inputs, rx) = mpsc::channel();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let state = WorkerLoop {
+                inputs: rx,
+                calls: Vec::new(),
+                load: calls.clone(),
+                scratch: TickScratch::default(),
+                ticks: 0,
+                metrics: metrics.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("ivrd-media-{index}"))
+                .spawn(move || state.run())
+                .map_err(|source| MediaClockError { index, source })?;
+            workers.push(Worker { inputs, calls });
+        }
+        Ok(MediaClock {
+            workers,
+            next_key: AtomicU64::new(1),
+        })
+    }
+
+    /// Puts a call's media on the least loaded worker. `None` if the workers are gone
+    /// (which only happens when a worker thread panicked).
+    pub fn start_call(&self, media: StartMedia) -> Option<MediaLink> {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.calls.load(Ordering::Relaxed))?;
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        worker
+            .inputs
+            .send((key, WorkerInput::Start(Box::new(media))))
+            .ok()?;
+        Some(MediaLink {
+            key,
+            inputs: worker.inputs.clone(),
+        })
+    }
+}
+
+/// A call's handle on its media. Dropping it ends the media (as `Finish` does), so a call task
+/// that fails cannot leave a call ticking forever.
+pub struct MediaLink {
+    key: u64,
+    inputs: mpsc::Sender<(u64, WorkerInput)>,
+}
+
+impl MediaLink {
+    /// Sends a command; false when the worker is gone.
+    pub fn send(&self, command: MediaCommand) -> bool {
+        self.inputs
+            .send((self.key, WorkerInput::Command(command)))
+            .is_ok()
+    }
+}
+
+impl Drop for MediaLink {
+    fn drop(&mut self) {
+        // Ignored by the worker when the call has already finished.
+        let _ = self
+            .inputs
+            .send((self.key, WorkerInput::Command(MediaCommand::Finish)));
+    }
+}
+
+struct WorkerLoop {
+    inputs: mpsc::Receiver<(u64, WorkerInput)>,
+    calls: Vec<CallMedia>,
+    load: Arc<AtomicUsize>,
+    scratch: TickScratch,
+    ticks: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl WorkerLoop {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.metrics.media_tick_late(now - next_tick);
+                self.tick(now);
+                // The next point of the grid after now: a late wake-up is not repaid with
+                // back-to-back ticks (each session catches up on its own schedule).
+                while next_tick <= now {
+                    next_tick += TICK;
+                }
+                continue;
+            }
+            match self.inputs.recv_timeout(next_tick - now) {
+                Ok((key, input)) => self.apply(key, input, next_tick),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every link and the clock are gone: nothing can steer these calls.
+                    let clock = self.clock(Instant::now());
+                    for call in self.calls.drain(..) {
+                        call.finish(&clock, &mut self.scratch);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, key: u64, input: WorkerInput, next_tick: Instant) {
+        match input {
+            WorkerInput::Start(start) => {
+                let StartMedia {
+                    mut session,
+                    rtp,
+                    rtcp,
+                    recorder,
+                    notices,
+                } = *start;
+                session.align_clock(next_tick);
+                self.calls
+                    .push(CallMedia::new(key, session, rtp, rtcp, recorder, notices));
+                self.load.store(self.calls.len(), Ordering::Relaxed);
+            }
+            WorkerInput::Command(command) => {
+                let Some(index) = self.calls.iter().position(|c| c.key == key) else {
+                    return;
+                };
+                let now = Instant::now();
+                if self.calls[index].on_command(now, command) {
+                    let call = self.calls.swap_remove(index);
+                    self.load.store(self.calls.len(), Ordering::Relaxed);
+                    let clock = self.clock(now);
+                    call.finish(&clock, &mut self.scratch);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.ticks += 1;
+        let clock = self.clock(now);
+        for call in &mut self.calls {
+            call.on_tick(&clock, &mut self.scratch);
+        }
+    }
+
+    fn clock(&self, now: Instant) -> TickClock {
+        TickClock {
+            now,
+            ntp: crate::media::rtcp::NtpTimestamp::from_unix(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default(),
+            ),
+            count: self.ticks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::g711::{Codec, FRAME_SAMPLES};
+    use crate::media::prompt::{Prompt, PromptId};
+    use crate::media::session::SessionParams;
+    use std::time::Duration;
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+    fn start_media(remote: std::net::SocketAddr) -> (StartMedia, UnboundedReceiver<MediaNotice>) {
+        let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (rtp, rtcp) = (bind(), bind());
+        rtp.set_nonblocking(true).expect("nonblocking");
+        rtcp.set_nonblocking(true).expect("nonblocking");
+        let params = SessionParams {
+            codec: Codec::Pcma,
+            codec_pt: 8,
+            dtmf_pt: None,
+            remote: Some(remote),
+            peer_receives: true,
+            peer_sends: true,
+            ssrc: 1,
+            initial_seq: 1,
+            initial_ts: 0,
+            cname: "ivrd@test".into(),
+            media_timeout: Duration::from_secs(30),
+        };
+        let session = MediaSession::new(Instant::now(), params, 0.5).expect("session");
+        let (notices, rx) = unbounded_channel();
+        let start = StartMedia {
+            session,
+            rtp,
+            rtcp,
+            recorder: None,
+            notices,
+        };
+        (start, rx)
+    }
+
+    async fn next(rx: &mut UnboundedReceiver<MediaNotice>) -> MediaNotice {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a notice within 10 s")
+            .expect("channel open")
+    }
+
+    #[tokio::test]
+    async fn a_call_plays_on_the_clock_and_its_frames_reach_the_caller() {
+        let clock = MediaClock::start(1, Metrics::new().expect("metrics")).expect("clock");
+        let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (start, mut rx) = start_media(caller.local_addr().expect("addr"));
+        let link = clock.start_call(start).expect("started");
+        let prompt = Arc::new(Prompt::from_samples(
+            PromptId::new("test/p").expect("id"),
+            &[1000i16; 3 * FRAME_SAMPLES],
+        ));
+        assert!(link.send(MediaCommand::Play {
+            id: 4,
+            prompts: vec![prompt],
+        }));
+        assert!(matches!(
+            next(&mut rx).await,
+            MediaNotice::PlaybackDone { id: 4 }
+        ));
+        // The three prompt frames went out as RTP, in order.
+        caller
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            let n = caller.recv(&mut buf).expect("RTP from the clock");
+            seqs.push(
+                crate::media::rtp::parse_rtp(&buf[..n])
+                    .expect("rtp")
+                    .sequence,
+            );
+        }
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(link.send(MediaCommand::Finish));
+        assert!(matches!(next(&mut rx).await, MediaNotice::Finished(_)));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_link_ends_the_media_and_calls_spread_over_workers() {
+        let clock = MediaClock::start(2, Metrics::new().expect("metrics")).expect("clock");
+        let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = caller.local_addr().expect("addr");
+        let (a, mut rx_a) = start_media(addr);
+        let (b, mut rx_b) = start_media(addr);
+        let link_a = clock.start_call(a).expect("a");
+        // The first worker's count is updated by its thread; wait until it took the call.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while clock.workers[0].calls.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first worker took the first call");
+        let link_b = clock.start_call(b).expect("b");
+        // The second call goes to the idle worker, not the one holding the first.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while clock.workers[1].calls.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the second worker took the second call");
+        assert_eq!(clock.workers[0].calls.load(Ordering::Relaxed), 1);
+        drop(link_a);
+        assert!(matches!(next(&mut rx_a).await, MediaNotice::Finished(_)));
+        drop(link_b);
+        assert!(matches!(next(&mut rx_b).await, MediaNotice::Finished(_)));
+    }
+}
