@@ -65,8 +65,10 @@ fn scratch(tag: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// Frames after which every block a recording may own exists (25 stereo frames per block).
-const WARM_UP: u64 = 25 * BLOCKS_PER_RECORDING as u64;
+/// Stereo frames per block (0.24 s).
+const PER_BLOCK: u64 = 12;
+/// Frames after which every block a recording may own exists.
+const WARM_UP: u64 = PER_BLOCK * BLOCKS_PER_RECORDING as u64;
 
 #[test]
 fn pushing_frames_allocates_nothing_once_warm() {
@@ -88,8 +90,8 @@ fn pushing_frames_allocates_nothing_once_warm() {
         if frame >= WARM_UP {
             during_push += allocations() - before;
         }
-        if frame % 25 == 24 {
-            // Real time would give the writer 0.5 s here; outside the measured calls.
+        if frame % PER_BLOCK == PER_BLOCK - 1 {
+            // Real time would give the writer 0.24 s here; outside the measured calls.
             writer.drain_blocking().unwrap();
         }
     }

@@ -115,6 +115,9 @@ pub struct MediaSession {
     /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
     last_event_seq: Option<u16>,
     inband: GoertzelDetector,
+    /// Set by the first key that arrives as RFC 4733: from then on the in-band detector is
+    /// skipped (below).
+    rfc4733_heard: bool,
     dtmf: DtmfStream,
     /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
     latched: Option<SocketAddr>,
@@ -150,6 +153,7 @@ impl MediaSession {
             rfc4733: Rfc4733Decoder::default(),
             last_event_seq: None,
             inband: GoertzelDetector::new(),
+            rfc4733_heard: false,
             dtmf: DtmfStream::default(),
             latched: None,
             playing: None,
@@ -279,6 +283,7 @@ impl MediaSession {
                 self.rfc4733
                     .handle_packet(now, packet.timestamp, packet.marker, packet.payload)
             {
+                self.rfc4733_heard = true;
                 if let Some(ev) = self.dtmf.on_rfc4733(now, digit) {
                     self.events.push_back(MediaEvent::Digit(ev));
                 }
@@ -374,7 +379,13 @@ impl MediaSession {
             self.counters.concealed_frames += 1;
         }
         self.params.codec.decode(&self.payload, &mut out.caller);
-        self.inband.push(tick_at, &out.caller);
+        // A caller whose keys arrive as RFC 4733 events has a gateway that signals them out of
+        // band; in-band detection could then only find the same presses again (which the
+        // merge drops), yet it is the costliest step of the tick. So it runs until the first
+        // RFC 4733 key and not after.
+        if !self.rfc4733_heard {
+            self.inband.push(tick_at, &out.caller);
+        }
         while let Some(found) = self.inband.poll() {
             if let Some(ev) = self.dtmf.on_inband(tick_at, found.digit, found.started_at) {
                 self.events.push_back(MediaEvent::Digit(ev));

@@ -242,6 +242,43 @@ fn rfc4733_and_inband_for_the_same_press_report_once() {
 }
 
 #[test]
+fn inband_detection_stops_after_the_first_rfc4733_key() {
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(t0, params(), 0.5).expect("session");
+    let mut caller = Caller::new();
+    let src: SocketAddr = CALLER.parse().expect("addr");
+    let events: Vec<_> =
+        Rfc4733Encoder::new(Digit::D5, 5000, Duration::from_millis(100), 10).collect();
+    let mut buf = [0u8; 64];
+    run(&mut s, t0, 60, |tick, now, s| {
+        // An in-band-only key 1 (697 + 1209 Hz) long after the RFC 4733 key 5.
+        let frame = if (30..40).contains(&tick) {
+            tone(&[697.0, 1209.0], 5000.0, tick)
+        } else {
+            [0; FRAME_SAMPLES]
+        };
+        s.on_rtp(now, src, caller.frame(&frame));
+        for e in events
+            .iter()
+            .filter(|e| e.send_offset.as_millis() as usize / 20 + 5 == tick)
+        {
+            let n = caller
+                .tx
+                .write_event_packet(101, e.marker, e.timestamp, &e.payload, &mut buf)
+                .expect("event");
+            s.on_rtp(now, src, &buf[..n]);
+        }
+    });
+    let digits: Vec<_> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Digit(d) => Some((d.digit, d.method)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, [(Digit::D5, DtmfMethod::Rfc4733)]);
+}
+
+#[test]
 fn inband_only_and_info_digits_carry_their_method() {
     let t0 = Instant::now();
     let mut s = MediaSession::new(t0, params(), 0.5).expect("session");

@@ -12,6 +12,7 @@ use crate::media::prompt::Prompt;
 use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
 use crate::runtime::recorder::{CallRecorder, MessageRecorder};
+use crate::runtime::udp_batch::{BATCH, RecvBatch, recv_batch};
 use bytes::Bytes;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -140,6 +141,7 @@ pub struct CallMedia {
 pub struct TickScratch {
     out: TickOutput,
     rx: [u8; 2048],
+    batch: RecvBatch,
 }
 
 impl Default for TickScratch {
@@ -147,6 +149,7 @@ impl Default for TickScratch {
         TickScratch {
             out: TickOutput::default(),
             rx: [0; 2048],
+            batch: RecvBatch::default(),
         }
     }
 }
@@ -230,7 +233,7 @@ impl CallMedia {
 
     /// One tick of the worker's clock: read what arrived, run what is due, send, record.
     pub fn on_tick(&mut self, clock: &TickClock, scratch: &mut TickScratch) {
-        self.read_rtp(clock.now, &mut scratch.rx);
+        self.read_rtp(clock.now, &mut scratch.batch);
         if (clock.count + self.key) % RTCP_READ_EVERY_TICKS == 0 {
             self.read_rtcp(clock.now, &mut scratch.rx);
         }
@@ -265,13 +268,22 @@ impl CallMedia {
         self.forward_events();
     }
 
-    fn read_rtp(&mut self, now: Instant, buf: &mut [u8]) {
-        for _ in 0..MAX_RTP_READS_PER_TICK {
-            match self.rtp.recv_from(buf) {
-                Ok((n, source)) => self.session.on_rtp(now, source, &buf[..n]),
+    fn read_rtp(&mut self, now: Instant, batch: &mut RecvBatch) {
+        let mut read = 0;
+        while read < MAX_RTP_READS_PER_TICK {
+            match recv_batch(&self.rtp, batch) {
+                Ok(n) => {
+                    for (bytes, source) in batch.datagrams() {
+                        self.session.on_rtp(now, source, bytes);
+                    }
+                    if n < BATCH {
+                        return;
+                    }
+                    read += n;
+                }
                 // ICMP port unreachable from an earlier send surfaces here on Linux; the
                 // socket stays usable.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => read += 1,
                 Err(_) => return,
             }
         }

@@ -3,7 +3,7 @@
 //! Data flow: the call's media task calls [`CallRecorder::push_frame`] once per 20 ms tick with
 //! the caller's decoded frame (silence where packets were lost) and the frame ivrd sent, so the two
 //! channels stay in step. The handle copies the frame into a fixed block it owns; when a block is
-//! full (0.5 s stereo, 1 s mono) it is handed, without waiting, to the one [`RecordingWriter`]
+//! full (0.24 s stereo, 0.48 s mono) it is handed, without waiting, to the one [`RecordingWriter`]
 //! thread over a bounded channel, and an empty block comes back on a per-recording return channel.
 //! The writer appends blocks with hound, `flush()`es the WAV header about once a second (so a
 //! killed process leaves a readable `NAME.wav.part`) and, at finish, finalises, fsyncs, renames to
@@ -11,7 +11,9 @@
 //!
 //! The push path never allocates, locks or touches the disk: a full queue means the block is
 //! dropped and counted, and the writer later fills that gap with silence so the file keeps the
-//! call's length. Each recording holds at most [`BLOCKS_PER_RECORDING`] blocks of 16 KiB.
+//! call's length. A recording normally cycles two blocks of 7.5 KiB; while the writer is slow
+//! (a disk stall) it may hold up to [`BLOCKS_PER_RECORDING`], and gives the extra ones back
+//! once the writer has caught up.
 
 mod name;
 #[cfg(test)]
@@ -33,7 +35,9 @@ pub(crate) use writer::rename_durably;
 use writer::{BLOCK_SAMPLES, Block, WriterMsg};
 
 /// Blocks one recording may own at once (filling + in flight to the writer).
-pub const BLOCKS_PER_RECORDING: usize = 3;
+pub const BLOCKS_PER_RECORDING: usize = 6;
+/// Blocks a recording keeps once the writer keeps up: one filling, one on its way.
+const BLOCKS_STEADY: usize = 2;
 /// Format label of the whole-call recording, as recorded in the case.
 pub const STEREO_FORMAT: &str = "wav/pcm_s16le/8000/2";
 /// Format label of a caller-message recording.
@@ -198,7 +202,13 @@ impl RecorderCore {
 
     fn take_spare(&mut self, first_frame: u64) -> Option<Box<Block>> {
         let mut block = match self.spares.try_recv() {
-            Ok(block) => block,
+            Ok(block) => {
+                // More spares than the steady state needs were allocated during a stall.
+                while self.allocated > BLOCKS_STEADY && self.spares.try_recv().is_ok() {
+                    self.allocated -= 1;
+                }
+                block
+            }
             Err(_) if self.allocated < BLOCKS_PER_RECORDING => {
                 self.allocated += 1;
                 Block::new_boxed(first_frame)

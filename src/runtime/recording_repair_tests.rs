@@ -175,24 +175,26 @@ fn recorder_part_is_repaired_past_its_last_header_flush() {
     let name = RecordingName::for_call("crashed", day);
     let mut rec = CallRecorder::start(&writer, &name).unwrap();
     let frame: [i16; 160] = std::array::from_fn(|i| i as i16 + 1);
+    // Blocks hold 12 stereo frames: 7 blocks reach the file, the 85th frame does not.
     for f in 0..85 {
         rec.push_frame(&frame, &frame);
-        if f % 25 == 24 {
+        if f % 12 == 11 {
             writer.drain_blocking().unwrap();
         }
     }
-    // Blocks at 25, 50 and 75 frames reached the file; the header was last flushed at 50.
+    // The header is flushed once 50 frames are written since the last flush: at 60 frames
+    // (block 5), not again by 84.
     std::mem::forget(rec);
     writer.drain_blocking().unwrap();
     let part = dir.0.join(name.relative_part());
-    assert_eq!(read_samples(&part).1.len(), 50 * 320);
+    assert_eq!(read_samples(&part).1.len(), 60 * 320);
 
     let report = repair_orphans(&dir.0);
     assert_eq!(report.repaired.len(), 1, "{report:?}");
     assert_eq!(report.repaired[0].path, dir.0.join(name.relative_wav()));
-    assert_eq!(report.repaired[0].duration_ms, 75 * 20);
+    assert_eq!(report.repaired[0].duration_ms, 84 * 20);
     let (_, got) = read_samples(&report.repaired[0].path);
-    assert_eq!(got.len(), 75 * 320);
+    assert_eq!(got.len(), 84 * 320);
     assert!(
         got.chunks(320)
             .all(|f| f[0] == 1 && f[1] == 1 && f[319] == 160)

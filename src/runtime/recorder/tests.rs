@@ -68,8 +68,11 @@ fn assert_stereo_frame(samples: &[i16], frame: u64, silent: bool) {
     }
 }
 
+/// Stereo frames in one block.
+const PER_BLOCK: u64 = (BLOCK_SAMPLES / (2 * FRAME_SAMPLES)) as u64;
+
 /// Records `frames` frames, letting the writer catch up after each block as it would in real
-/// time (a block takes 0.5 s to fill in a call, far longer than the writer needs).
+/// time (a block takes 0.24 s to fill in a call, far longer than the writer needs).
 fn record(writer: &RecordingWriter, name: &RecordingName, frames: u64) -> CallRecorder {
     let mut rec = CallRecorder::start(writer, name).unwrap();
     push_paced(writer, &mut rec, 0..frames);
@@ -79,7 +82,7 @@ fn record(writer: &RecordingWriter, name: &RecordingName, frames: u64) -> CallRe
 fn push_paced(writer: &RecordingWriter, rec: &mut CallRecorder, frames: std::ops::Range<u64>) {
     for f in frames {
         rec.push_frame(&caller_frame(f), &ivrd_frame(f));
-        if (f + 1) % 25 == 0 {
+        if (f + 1) % PER_BLOCK == 0 {
             writer.drain_blocking().unwrap();
         }
     }
@@ -90,7 +93,7 @@ fn stereo_recording_reads_back_with_both_channels_in_step() {
     let dir = ScratchDir::new("rec-stereo");
     let writer = RecordingWriter::spawn(&dir.0, 64).unwrap();
     let name = RecordingName::for_call("call-1@example", DAY);
-    // 5 full blocks and a 12-frame tail.
+    // 11 full blocks and a 5-frame tail.
     let frames = 137;
     let rec = record(&writer, &name, frames);
     assert_eq!(rec.frames_pushed(), frames);
@@ -155,7 +158,8 @@ fn part_file_is_a_valid_wav_after_a_flush_without_finish() {
     let dir = ScratchDir::new("rec-crash");
     let writer = RecordingWriter::spawn(&dir.0, 64).unwrap();
     let name = RecordingName::for_call("crash", DAY);
-    let rec = record(&writer, &name, 110);
+    // 9 full blocks and a tail that never reaches the writer.
+    let rec = record(&writer, &name, 9 * PER_BLOCK + 2);
     // A crash: the handle vanishes without finish and without the drop-time goodbye.
     std::mem::forget(rec);
     writer.drain_blocking().unwrap();
@@ -164,9 +168,11 @@ fn part_file_is_a_valid_wav_after_a_flush_without_finish() {
     assert!(!dir.0.join(name.relative_wav()).exists());
     let (spec, samples) = read_all(&part);
     assert_eq!(spec.channels, 2);
-    // 4 blocks (100 frames) reached the writer, and the header was flushed at 50 and 100.
-    assert_eq!(samples.len(), 100 * FRAME_SAMPLES * 2);
-    for f in 0..100 {
+    // The header is flushed once a second (50 frames) has been written since the last flush:
+    // after block 5 (60 frames), not again by block 9 (108 frames, 48 since).
+    let flushed = 5 * PER_BLOCK;
+    assert_eq!(samples.len(), flushed as usize * FRAME_SAMPLES * 2);
+    for f in 0..flushed {
         assert_stereo_frame(&samples, f, false);
     }
 }
@@ -190,11 +196,14 @@ fn full_queue_drops_and_counts_and_the_gap_becomes_silence() {
     let (writer, worker) = RecordingWriter::new(&dir.0, 2);
     let name = RecordingName::for_call("full", DAY);
     let mut rec = CallRecorder::start(&writer, &name).unwrap();
-    for f in 0..85 {
+    // Block 0 fills the queue; blocks 1-4 find it full and are dropped; 10 frames wait.
+    let pushed = 5 * PER_BLOCK + 10;
+    let dropped = 4 * PER_BLOCK;
+    for f in 0..pushed {
         rec.push_frame(&caller_frame(f), &ivrd_frame(f));
     }
-    assert_eq!(rec.dropped_frames(), 50);
-    assert_eq!(writer.stats().frames_dropped, 50);
+    assert_eq!(rec.dropped_frames(), dropped);
+    assert_eq!(writer.stats().frames_dropped, dropped);
     // A new recording is refused rather than queued behind a full writer.
     let other = CallRecorder::start(&writer, &RecordingName::for_call("other", DAY));
     assert!(matches!(other, Err(RecordingError::WriterBusy { .. })));
@@ -202,14 +211,15 @@ fn full_queue_drops_and_counts_and_the_gap_becomes_silence() {
     let thread = std::thread::spawn(move || worker.run());
     writer.drain_blocking().unwrap();
     // The recorder still works once the writer catches up.
-    push_paced(&writer, &mut rec, 85..100);
+    let total = pushed + 15;
+    push_paced(&writer, &mut rec, pushed..total);
     let summary = rec.finish_blocking().unwrap();
-    assert_eq!(summary.dropped_frames, 50);
-    assert_eq!(summary.duration_ms, 100 * 20);
+    assert_eq!(summary.dropped_frames, dropped);
+    assert_eq!(summary.duration_ms, total * 20);
     let (_, samples) = read_all(&summary.path);
-    assert_eq!(samples.len(), 100 * FRAME_SAMPLES * 2);
-    for f in 0..100 {
-        assert_stereo_frame(&samples, f, (25..75).contains(&f));
+    assert_eq!(samples.len(), total as usize * FRAME_SAMPLES * 2);
+    for f in 0..total {
+        assert_stereo_frame(&samples, f, (PER_BLOCK..PER_BLOCK + dropped).contains(&f));
     }
     drop(writer);
     thread.join().unwrap();

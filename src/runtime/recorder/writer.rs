@@ -22,8 +22,14 @@ use super::{
 };
 use crate::media::g711::FRAME_SAMPLES;
 
-/// Samples in one block: 0.5 s of stereo or 1 s of mono (16 KiB).
-pub(crate) const BLOCK_SAMPLES: usize = 8_000;
+/// Samples in one block: 12 frames (0.24 s) of stereo or 24 of mono, 7.5 KiB. Smaller blocks
+/// cost the writer more system calls; larger ones cost every call more memory (two blocks per
+/// recording in the steady state, plus hound's write buffer of one block per open file).
+pub(crate) const BLOCK_SAMPLES: usize = 12 * 2 * FRAME_SAMPLES;
+/// How long the writer collects blocks before it wakes again. Blocks come from every call at
+/// random moments; waking for each would cost a context switch per block, and nothing waits
+/// for a block (a finishing recording waits at most this long).
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// Frames of audio between two header flushes (1 s).
 const FLUSH_EVERY_FRAMES: u64 = 50;
 /// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
@@ -149,7 +155,8 @@ impl std::fmt::Debug for WriterMsg {
 
 impl RecordingWriter {
     /// Starts the writer thread for recordings under `storage_dir` with room for `queue_blocks`
-    /// queued messages (each call sends one per 0.5 s; size it for ~2 s of all calls).
+    /// queued messages (each call sends one per 0.25 s, and one per 0.5 s while it takes a
+    /// message; size it for ~1 s of all calls).
     pub fn spawn(storage_dir: &Path, queue_blocks: usize) -> Result<Self, RecordingError> {
         let (writer, worker) = Self::new(storage_dir, queue_blocks);
         std::thread::Builder::new()
@@ -290,6 +297,11 @@ impl WriterWorker {
     pub fn run(mut self) {
         while let Ok(msg) = self.rx.recv() {
             self.handle(msg);
+            while let Ok(msg) = self.rx.try_recv() {
+                self.handle(msg);
+            }
+            // Not blocked in `recv` while asleep, so senders queue without waking us.
+            std::thread::sleep(BATCH_WINDOW);
         }
         for (_, mut rec) in self.open.drain() {
             rec.flush();
