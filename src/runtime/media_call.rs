@@ -138,20 +138,10 @@ pub struct CallMedia {
 }
 
 /// Buffers a worker reuses for every call on every tick.
+#[derive(Default)]
 pub struct TickScratch {
     out: TickOutput,
-    rx: [u8; 2048],
     batch: RecvBatch,
-}
-
-impl Default for TickScratch {
-    fn default() -> Self {
-        TickScratch {
-            out: TickOutput::default(),
-            rx: [0; 2048],
-            batch: RecvBatch::default(),
-        }
-    }
 }
 
 /// The wall clock of one tick, read once for every call on it.
@@ -235,7 +225,7 @@ impl CallMedia {
     pub fn on_tick(&mut self, clock: &TickClock, scratch: &mut TickScratch) {
         self.read_rtp(clock.now, &mut scratch.batch);
         if (clock.count + self.key) % RTCP_READ_EVERY_TICKS == 0 {
-            self.read_rtcp(clock.now, &mut scratch.rx);
+            self.read_rtcp(clock.now, &mut scratch.batch);
         }
         let out = &mut scratch.out;
         while self
@@ -289,12 +279,11 @@ impl CallMedia {
         }
     }
 
-    fn read_rtcp(&mut self, now: Instant, buf: &mut [u8]) {
-        for _ in 0..MAX_RTP_READS_PER_TICK {
-            match self.rtcp.recv_from(buf) {
-                Ok((n, _)) => self.session.on_rtcp(now, &buf[..n]),
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                Err(_) => return,
+    fn read_rtcp(&mut self, now: Instant, batch: &mut RecvBatch) {
+        // One batch: reports come every few seconds, so more than that is not RTCP's pace.
+        if recv_batch(&self.rtcp, batch).is_ok() {
+            for (bytes, _) in batch.datagrams() {
+                self.session.on_rtcp(now, bytes);
             }
         }
     }

@@ -4,6 +4,7 @@ pub mod call;
 pub mod call_marker;
 pub mod case_writer;
 pub mod delivery;
+pub mod fd_limit;
 pub mod http;
 pub mod media_call;
 pub mod media_clock;

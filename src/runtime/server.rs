@@ -49,6 +49,10 @@ pub struct Server {
 impl Server {
     /// Binds every `[sip] listen` address over UDP and TCP.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        crate::runtime::fd_limit::raise_and_report(
+            config.sip.max_calls,
+            config.sip.max_tcp_connections,
+        );
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in &config.sip.listen {
