@@ -83,6 +83,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(&handle) else {
             return;
         };
+        self.per_source.call_ended(call.info.trunk);
         let id = &call.dialog.id;
         self.dialogs.remove(&(
             id.call_id.clone(),
