@@ -22,6 +22,8 @@ pub struct DaemonOptions {
     pub intake_url: String,
     /// `[sip] max_calls`.
     pub max_calls: usize,
+    /// More `[sip]` lines (e.g. `trusted`, per-source limits), one key per line.
+    pub sip_extra: String,
 }
 
 impl DaemonOptions {
@@ -37,6 +39,7 @@ impl DaemonOptions {
             storage,
             intake_url,
             max_calls: 200,
+            sip_extra: String::new(),
         }
     }
 }
@@ -84,11 +87,12 @@ impl Daemon {
         let sip: SocketAddr = ([127, 0, 0, 1], free_sip_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         let config = format!(
-            "[sip]\nlisten = [\"{sip}\"]\nmax_calls = {max}\ndrain_secs = 0\n\
+            "[sip]\nlisten = [\"{sip}\"]\nmax_calls = {max}\ndrain_secs = 0\n{extra}\
              [dialplan]\npath = {plan:?}\n[prompts]\ndir = {prompts:?}\n\
              [storage]\ndir = {storage:?}\n[intake]\nurl = {url:?}\nsecret = \"s3cret\"\n\
              [metrics]\nlisten = \"{metrics}\"\n",
             max = options.max_calls,
+            extra = options.sip_extra,
             plan = root.join("dialplans/12345.toml"),
             prompts = root.join("prompts"),
             storage = options.storage,
