@@ -40,6 +40,10 @@ struct Cli {
     /// Stop after this many datagrams (0: no limit).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Stop once this file exists (checked every 1,000 datagrams), so a script can end the
+    /// flood at a moment of its choosing and still read the exact count.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 /// Width of the decimal counter patched into every datagram.
@@ -140,6 +144,9 @@ fn main() -> ExitCode {
             }
         }
         let n = sent + errors;
+        if n % 1000 == 0 && cli.stop_file.as_ref().is_some_and(|f| f.exists()) {
+            break;
+        }
         let datagram: &[u8] = match cli.mode {
             Mode::Sip => {
                 patch_counter(&mut invite, &offsets, n);
