@@ -3,8 +3,8 @@
 //! `sip` mode sends INVITEs from one untrusted source at a fixed rate, each with its own
 //! Call-ID and branch (patched into one pre-built datagram, so the sender costs almost nothing
 //! per packet and the rate it reports is the rate it achieved). `rtp` mode sends a mix of
-//! well-formed RTP from a foreign SSRC, oversize datagrams and garbage at one media port as fast
-//! as it can. It prints `sent=N errors=E secs=S` when done.
+//! well-formed RTP and RFC 4733 key events from a foreign SSRC, oversize datagrams and garbage
+//! at one media port, as fast as it can or at `--rate`. It prints `sent=N errors=E secs=S` when done.
 
 use clap::{Parser, ValueEnum};
 use std::net::{SocketAddr, UdpSocket};
@@ -44,6 +44,12 @@ struct Cli {
     /// flood at a moment of its choosing and still read the exact count.
     #[arg(long)]
     stop_file: Option<std::path::PathBuf>,
+    /// RTP mode: the payload type of the audio packets (8, PCMA, is what SIPp's callers use).
+    #[arg(long, default_value_t = 8)]
+    audio_pt: u8,
+    /// RTP mode: the payload type of the injected telephone-events.
+    #[arg(long, default_value_t = 101)]
+    event_pt: u8,
 }
 
 /// Width of the decimal counter patched into every datagram.
@@ -86,32 +92,58 @@ fn patch_counter(buf: &mut [u8], offsets: &[usize], n: u64) {
     }
 }
 
-/// The `n`th RTP-abuse datagram: a cycle of a foreign-SSRC RTP packet with jumping sequence and
-/// timestamp, an oversize RTP packet, a datagram of garbage, a truncated header and an empty one.
-fn rtp_abuse(n: u64, buf: &mut Vec<u8>) {
+/// 20 ms of the in-band DTMF key 9 (852 Hz + 1477 Hz, ITU-T Q.23), A-law, starting at sample
+/// `at`: what a stranger would send to make ivrd hear a key the caller never pressed.
+fn key9_frame(at: u64, out: &mut [u8; 160]) {
+    let mut pcm = [0i16; 160];
+    for (i, s) in pcm.iter_mut().enumerate() {
+        let t = (at + i as u64) as f64 / 8000.0;
+        let v = (2.0 * std::f64::consts::PI * 852.0 * t).sin()
+            + (2.0 * std::f64::consts::PI * 1477.0 * t).sin();
+        *s = (v * 8000.0) as i16;
+    }
+    ivrd::media::g711::encode_alaw(&pcm, out);
+}
+
+/// The `n`th RTP-abuse datagram, a cycle of: a continuous stream of key-9 tone audio under a
+/// foreign SSRC, an oversize RTP packet, garbage, a truncated header, an empty
+/// datagram, and an RFC 4733 key-9 event (an attempt to inject a key into the call).
+fn rtp_abuse(n: u64, audio_pt: u8, event_pt: u8, buf: &mut Vec<u8>) {
     buf.clear();
     let seq = (n.wrapping_mul(7919) & 0xffff) as u16;
     let ts = (n.wrapping_mul(2_654_435_761) & 0xffff_ffff) as u32;
-    let rtp_header = |buf: &mut Vec<u8>, ssrc: u32| {
-        buf.extend_from_slice(&[0x80, 0x00]);
+    let rtp_header = |buf: &mut Vec<u8>, marker_pt: u8, ssrc: u32| {
+        buf.extend_from_slice(&[0x80, marker_pt]);
         buf.extend_from_slice(&seq.to_be_bytes());
         buf.extend_from_slice(&ts.to_be_bytes());
         buf.extend_from_slice(&ssrc.to_be_bytes());
     };
-    match n % 5 {
+    match n % 6 {
         0 => {
-            rtp_header(buf, 0xdead_0000 | (n as u32 & 0xffff));
-            buf.resize(12 + 160, 0xff);
+            let k = n / 6;
+            buf.extend_from_slice(&[0x80, audio_pt & 0x7f]);
+            buf.extend_from_slice(&((k & 0xffff) as u16).to_be_bytes());
+            buf.extend_from_slice(&((k * 160) as u32).to_be_bytes());
+            buf.extend_from_slice(&0xdead_0001u32.to_be_bytes());
+            let mut frame = [0u8; 160];
+            key9_frame(k * 160, &mut frame);
+            buf.extend_from_slice(&frame);
         }
         1 => {
-            rtp_header(buf, 0xbad0_bad0);
+            rtp_header(buf, audio_pt & 0x7f, 0xbad0_bad0);
             buf.resize(8000, 0x55);
         }
         2 => {
             buf.extend((0..97u64).map(|i| (n.wrapping_mul(31).wrapping_add(i * 131) & 0xff) as u8))
         }
-        3 => buf.extend_from_slice(&[0x80, 0x00, 0x12]),
-        _ => {}
+        3 => buf.extend_from_slice(&[0x80, audio_pt & 0x7f, 0x12]),
+        4 => {}
+        _ => {
+            // RFC 4733 §2.3: event 9, end bit on every other packet, volume 10, duration 800.
+            rtp_header(buf, 0x80 | (event_pt & 0x7f), 0x0bad_d7f0);
+            let end = if (n / 6) % 2 == 1 { 0x80 } else { 0 };
+            buf.extend_from_slice(&[9, end | 10, 0x03, 0x20]);
+        }
     }
 }
 
@@ -153,7 +185,7 @@ fn main() -> ExitCode {
                 &invite
             }
             Mode::Rtp => {
-                rtp_abuse(n, &mut rtp);
+                rtp_abuse(n, cli.audio_pt, cli.event_pt, &mut rtp);
                 &rtp
             }
         };

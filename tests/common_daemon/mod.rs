@@ -22,6 +22,8 @@ pub struct DaemonOptions {
     pub intake_url: String,
     /// `[sip] max_calls`.
     pub max_calls: usize,
+    /// `[dialplan] path` (the shipped 12345 plan unless changed).
+    pub plan: PathBuf,
     /// More `[sip]` lines (e.g. `trusted`, per-source limits), one key per line.
     pub sip_extra: String,
 }
@@ -40,6 +42,7 @@ impl DaemonOptions {
             intake_url,
             max_calls: 200,
             sip_extra: String::new(),
+            plan: Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/12345.toml"),
         }
     }
 }
@@ -93,7 +96,7 @@ impl Daemon {
              [metrics]\nlisten = \"{metrics}\"\n",
             max = options.max_calls,
             extra = options.sip_extra,
-            plan = root.join("dialplans/12345.toml"),
+            plan = options.plan,
             prompts = root.join("prompts"),
             storage = options.storage,
             url = options.intake_url,
