@@ -366,6 +366,8 @@ impl Endpoint {
 mod tests;
 #[cfg(test)]
 mod tests_source_limits;
+#[cfg(test)]
+mod tests_transfer_safety;
 
 impl Endpoint {
     /// Requests we sent that still await a final response (BYEs during a drain).

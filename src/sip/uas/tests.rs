@@ -70,7 +70,7 @@ impl Harness {
         out
     }
 
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.ep.poll_output()).collect()
     }
 }
@@ -91,7 +91,7 @@ pub(super) fn codes(out: &[Output]) -> Vec<u16> {
     responses(out).iter().map(|r| r.code).collect()
 }
 
-fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
+pub(super) fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
     out.iter()
         .filter_map(|o| match o {
             Output::Transmit { bytes, .. } => match parse(bytes) {
@@ -507,7 +507,7 @@ fn missing_ack_ends_the_call_with_bye_after_64_t1() {
     )));
 }
 
-fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> String {
+pub(super) fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> String {
     format!(
         "SIP/2.0 {code} X\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
         req.headers.get("Via").expect("via"),
@@ -523,14 +523,14 @@ fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> St
     )
 }
 
-fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
+pub(super) fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
     let body = format!("{frag}\r\n");
     in_dialog("NOTIFY", &format!("z9hG4bKn{cseq}"), call_id, tag, cseq, "")
         .replace("Content-Length: 0\r\n", &format!("Event: refer\r\nSubscription-State: active\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n", body.len()))
         + &body
 }
 
-fn transfer_outcome(out: &[Output]) -> Option<TransferOutcome> {
+pub(super) fn transfer_outcome(out: &[Output]) -> Option<TransferOutcome> {
     out.iter().find_map(|o| match o {
         Output::Transfer { outcome, .. } => Some(*outcome),
         _ => None,
