@@ -1,7 +1,7 @@
 //! An untrusted INVITE flood while a trusted trunk places calls with media, against the real
 //! `ivrd` binary: every trusted call succeeds, the flood creates no call and is counted, the
-//! trunk's OPTIONS are still answered; then the trunk's per-source call cap answers 503 with
-//! Retry-After.
+//! trunk's OPTIONS are still answered; then the trunk's per-source call cap and per-source
+//! INVITE rate answer 503 with Retry-After.
 //!
 //! ivrd trusts only 127.0.0.2 (the SIPp trunk); the flooder (`ivrd-flood`, the same tool
 //! `bench/flood.sh` uses) sends 10,000 INVITEs a second, each with its own Call-ID, from
@@ -22,6 +22,11 @@ const TRUNK_IP: &str = "127.0.0.2";
 const TRUSTED_CALLS: u32 = 10;
 /// `[sip] max_calls_per_source` for the trunk.
 const PER_SOURCE_CAP: usize = 6;
+/// `[sip] invites_per_sec_per_source` and `invite_burst_per_source` for the trunk: far above
+/// what SIPp places (5 a second), far below what the test sends in a burst.
+const PER_SOURCE_RATE: u32 = 20;
+/// INVITEs the trunk sends back to back to meet its rate limit.
+const TRUNK_BURST: usize = 200;
 /// Flooded INVITEs ivrd must have refused before the trusted calls start.
 const FLOOD_SEEN: f64 = 2_000.0;
 
@@ -78,8 +83,10 @@ fn options_answered(trunk: &UdpPeer) {
 fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
     let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
     let mut options = DaemonOptions::new("flood", String::new());
-    options.sip_extra =
-        format!("trusted = [\"{TRUNK_IP}/32\"]\nmax_calls_per_source = {PER_SOURCE_CAP}\n");
+    options.sip_extra = format!(
+        "trusted = [\"{TRUNK_IP}/32\"]\nmax_calls_per_source = {PER_SOURCE_CAP}\n\
+         invites_per_sec_per_source = {PER_SOURCE_RATE}\ninvite_burst_per_source = {PER_SOURCE_RATE}\n"
+    );
     let ivrd = Daemon::start(&options);
 
     let mut flooder = Flooder(
@@ -111,23 +118,31 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
     wait_for("the trusted calls ended", Duration::from_secs(20), || {
         (sample(&ivrd.scrape(), "ivrd_calls_active")? == 0.0).then_some(())
     });
-    // The flood covered every call: it is still running now.
+    // The flood covered every call: it is still running now. (OPTIONS below are answered
+    // while it runs.)
     assert!(
         matches!(flooder.0.try_wait(), Ok(None)),
         "the flooder stopped before the trusted calls ended"
     );
     options_answered(&trunk);
-    let during = ivrd.scrape();
     drop(flooder);
+    // One scrape is not atomic across families while the flood runs; once it has stopped the
+    // two counts of the same refusals agree.
+    let during = wait_for(
+        "the flood's refusals settled",
+        Duration::from_secs(10),
+        || {
+            let text = ivrd.scrape();
+            let acl = sample(&text, "ivrd_sip_acl_rejections_total")?;
+            let rejected = sample(&text, "ivrd_calls_rejected_total{reason=\"acl\"}")?;
+            (acl == rejected).then_some(text)
+        },
+    );
 
     let answered = value(&during, "ivrd_calls_answered_total");
     assert_eq!(answered, f64::from(TRUSTED_CALLS), "only the trunk's calls");
     let acl = value(&during, "ivrd_sip_acl_rejections_total");
     assert!(acl >= FLOOD_SEEN, "flood refusals counted: {acl}");
-    assert_eq!(
-        value(&during, "ivrd_calls_rejected_total{reason=\"acl\"}"),
-        acl
-    );
     // Beyond a burst, refusals to the flooder are not even answered: dropped and counted.
     let dropped = value(&during, "ivrd_sip_messages_dropped_total");
     assert!(dropped >= acl - 1_000.0, "dropped {dropped} of {acl}");
@@ -162,5 +177,31 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
     assert_eq!(
         value(&text, "ivrd_calls_rejected_total{reason=\"overload\"}"),
         1.0
+    );
+
+    // The per-source INVITE rate: back-to-back INVITEs (to a number ivrd does not serve, so no
+    // call is created) get 404 within the bucket and a stateless 503 + Retry-After beyond it.
+    let mut finals = std::collections::HashMap::new();
+    let mut leg = Leg::new(trunk.local(), "UDP");
+    leg.remote_target = Some("sip:110@127.0.0.1".to_string());
+    for _ in 0..TRUNK_BURST {
+        leg.call_id = common::unique("burst-");
+        trunk.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
+    }
+    while finals.len() < TRUNK_BURST {
+        let m = trunk.recv();
+        if let (Some(code @ 200..), Some(id)) = (m.code(), m.header("Call-ID")) {
+            let retry = m.header("Retry-After").map(str::to_string);
+            finals.insert(id.to_string(), (code, retry));
+        }
+    }
+    let limited = finals.values().filter(|(c, _)| *c == 503).count();
+    let served = finals.values().filter(|(c, _)| *c == 404).count();
+    assert_eq!(limited + served, TRUNK_BURST, "{finals:?}");
+    assert!(limited > 0 && served > 0, "{served} 404, {limited} 503");
+    assert!(
+        finals
+            .values()
+            .all(|(c, retry)| *c != 503 || retry.as_deref() == Some("30"))
     );
 }
