@@ -178,6 +178,7 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
         value(&text, "ivrd_calls_rejected_total{reason=\"overload\"}"),
         1.0
     );
+    assert_eq!(value(&text, "ivrd_sip_source_limited_total"), 1.0);
 
     // The per-source INVITE rate: back-to-back INVITEs (to a number ivrd does not serve, so no
     // call is created) get 404 within the bucket and a stateless 503 + Retry-After beyond it.
@@ -204,4 +205,9 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
             .values()
             .all(|(c, retry)| *c != 503 || retry.as_deref() == Some("30"))
     );
+    let limited_total = wait_for("the 503s in the metrics", Duration::from_secs(10), || {
+        let n = sample(&ivrd.scrape(), "ivrd_sip_source_limited_total")?;
+        (n >= 1.0 + limited as f64).then_some(n)
+    });
+    assert_eq!(limited_total, 1.0 + limited as f64);
 }
