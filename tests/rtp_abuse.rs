@@ -3,7 +3,9 @@
 //! stream of key-9 tones under a foreign SSRC, oversize packets, garbage, truncated and empty
 //! datagrams, and RFC 4733 key-9 events. Every call must complete with exactly the keys its
 //! caller pressed (nothing lost, no 9 injected), and ivrd must count the stranger's packets in
-//! `ivrd_rtp_packets_unexpected_source_total`. No timing is asserted.
+//! `ivrd_rtp_packets_unexpected_source_total`. A second test floods the port while the call
+//! still rings, so the stranger's packets are the first ivrd reads: without the SDP address
+//! winning the latch back, that call loses all its keys. No timing is asserted.
 
 mod common;
 mod common_daemon;
@@ -107,4 +109,46 @@ fn a_third_party_rtp_flood_neither_breaks_nor_steers_a_call() {
         unexpected >= 1_000.0 && unexpected <= sent as f64,
         "{unexpected} packets from the stranger counted, of {sent} sent"
     );
+}
+
+/// The port is flooded while the call rings (`answer_delay_ms`), before the caller can know it
+/// from our 200's SDP: ivrd holds the socket already, so the stranger's packets are first in
+/// its queue when the call's media starts. The caller's keys must still arrive exactly.
+#[test]
+#[ignore = "needs sipp"]
+fn a_stranger_flooding_the_port_before_the_answer_gets_neither_media_nor_keys_in() {
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut options = DaemonOptions::new("rtp-preanswer", String::new());
+    options.plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dialplans/media/digits.toml");
+    options.sip_extra = "answer_delay_ms = 3000\n".to_string();
+    let ivrd = Daemon::start(&options);
+    let dir = work_dir();
+    dtmf_alaw(&dir, &dir.join("caller.alaw"), KEYS, 0.5, 0.1, 0.1);
+    let sipp = spawn_sipp("media_inband", ivrd.sip, 1, &dir, &[]);
+    let rtp_port: u16 = wait_for("the call rings", Duration::from_secs(20), || {
+        let log = ivrd.log_text();
+        log.lines()
+            .find(|l| l.contains("call offered"))
+            .and_then(|l| field(l, "rtp_port"))?
+            .parse()
+            .ok()
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_ivrd-flood"))
+        .args([
+            "--mode", "rtp", "--rate", "0", "--secs", "60", "--count", "3000",
+        ])
+        .args(["--target", &format!("127.0.0.1:{rtp_port}")])
+        .output()
+        .expect("run ivrd-flood");
+    assert!(
+        !ivrd.log_text().contains("call answered"),
+        "the flood ended before the answer (3 s of ringing)"
+    );
+    eprintln!(
+        "ivrd-flood before the answer: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    finish_sipp(sipp, 1, &dir);
+    let cases = wait_for_cases(&options.storage, 1, Duration::from_secs(20));
+    assert_keys(&cases[0], KEYS, "inband");
 }
