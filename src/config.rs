@@ -49,6 +49,14 @@ pub struct SipSection {
     pub trusted: Vec<IpNet>,
     /// Concurrent calls before INVITEs get 503 + Retry-After.
     pub max_calls: usize,
+    /// Concurrent calls one source address may hold; more get 503 + Retry-After. Lower it
+    /// when several trunks share ivrd, so one runaway trunk cannot take every line.
+    pub max_calls_per_source: usize,
+    /// New INVITEs per second one trusted source may send, sustained; more get a stateless
+    /// 503 + Retry-After.
+    pub invites_per_sec_per_source: u32,
+    /// New INVITEs one trusted source may send at once above that rate.
+    pub invite_burst_per_source: u32,
     /// Ring this long (180) before answering, in milliseconds.
     pub answer_delay_ms: u64,
     /// Retry-After seconds on 503.
@@ -78,6 +86,9 @@ impl Default for SipSection {
                 "::1/128".parse().expect("literal CIDR"),
             ],
             max_calls: 4000,
+            max_calls_per_source: 4000,
+            invites_per_sec_per_source: 500,
+            invite_burst_per_source: 1000,
             answer_delay_ms: 0,
             retry_after_secs: 30,
             drain_secs: 30,
@@ -237,6 +248,21 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("max_calls", "must be at least 1".into()));
         }
+        if self.sip.max_calls_per_source == 0 {
+            return Err(invalid("max_calls_per_source", "must be at least 1".into()));
+        }
+        if self.sip.invites_per_sec_per_source == 0 {
+            return Err(invalid(
+                "invites_per_sec_per_source",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.sip.invite_burst_per_source == 0 {
+            return Err(invalid(
+                "invite_burst_per_source",
+                "must be at least 1".into(),
+            ));
+        }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid(
                 "t2_ms",
@@ -287,6 +313,9 @@ impl Config {
             },
             trusted: self.sip.trusted.clone(),
             max_calls: self.sip.max_calls,
+            max_calls_per_source: self.sip.max_calls_per_source,
+            invites_per_sec_per_source: self.sip.invites_per_sec_per_source,
+            invite_burst_per_source: self.sip.invite_burst_per_source,
             codecs: self.media.codecs.clone(),
             answer_delay: Duration::from_millis(self.sip.answer_delay_ms),
             retry_after_secs: self.sip.retry_after_secs,
@@ -341,5 +370,41 @@ mod tests {
         let err = Config::from_toml("[media]\ncodecs = [\"G729\"]\n", Path::new("c.toml"))
             .expect_err("codec");
         assert!(err.to_string().contains("G729"), "{err}");
+    }
+
+    #[test]
+    fn per_source_limits_are_read_validated_and_passed_on() {
+        let c = Config::from_toml(
+            "[sip]\nmax_calls_per_source = 30\ninvites_per_sec_per_source = 7\ninvite_burst_per_source = 9\n",
+            Path::new("c.toml"),
+        )
+        .expect("valid");
+        let e = c.endpoint();
+        assert_eq!(
+            (
+                e.max_calls_per_source,
+                e.invites_per_sec_per_source,
+                e.invite_burst_per_source
+            ),
+            (30, 7, 9)
+        );
+        let defaults = Config::default();
+        assert!(
+            defaults
+                .to_toml()
+                .contains("invites_per_sec_per_source = 500")
+        );
+        for key in [
+            "max_calls_per_source",
+            "invites_per_sec_per_source",
+            "invite_burst_per_source",
+        ] {
+            let err = Config::from_toml(&format!("[sip]\n{key} = 0\n"), Path::new("c.toml"))
+                .expect_err("zero");
+            assert!(
+                err.to_string().starts_with(&format!("c.toml:2: {key}: ")),
+                "{err}"
+            );
+        }
     }
 }

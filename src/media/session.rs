@@ -256,6 +256,12 @@ impl MediaSession {
         let known_pt = packet.payload_type == self.params.codec_pt
             || Some(packet.payload_type) == self.params.dtmf_pt;
         match self.latched {
+            // The address the caller's SDP gave wins over a source latched before the caller
+            // spoke: a stranger who raced the caller's first packet to a (predictable) port would
+            // otherwise keep the call's media, and receive our prompts, for the whole call.
+            Some(addr) if addr != source && known_pt && Some(source) == self.params.remote => {
+                self.latched = Some(source);
+            }
             Some(addr) if addr != source => {
                 self.counters.unexpected_source += 1;
                 return;

@@ -185,6 +185,30 @@ fn symmetric_rtp_latches_the_first_source_and_counts_strangers() {
 }
 
 #[test]
+fn the_sdp_address_takes_the_media_back_from_a_stranger_who_spoke_first() {
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(t0, params(), 0.5).expect("session");
+    let (mut caller, mut stranger) = (Caller::new(), Caller::new());
+    let intruder: SocketAddr = "198.51.100.1:9".parse().expect("addr");
+    let sdp: SocketAddr = CALLER.parse().expect("addr");
+    let silence = [0i16; FRAME_SAMPLES];
+    run(&mut s, t0, 6, |tick, now, s| {
+        s.on_rtp(now, intruder, stranger.frame(&silence));
+        if tick >= 2 {
+            s.on_rtp(now, sdp, caller.frame(&silence));
+        }
+    });
+    // Ticks 0-2 the stranger's packets come first and hold the latch; the caller's first packet
+    // (tick 2) takes it, and the stranger's packets of ticks 3-5 are counted as unexpected.
+    assert_eq!(s.counters().unexpected_source, 3);
+    let mut out = TickOutput::default();
+    while !out.ticked {
+        s.handle_timeout(t0 + Duration::from_secs(1), NtpTimestamp(0), 0.5, &mut out);
+    }
+    assert_eq!(out.rtp_to, Some(sdp), "our audio goes to the caller again");
+}
+
+#[test]
 fn caller_audio_reaches_the_recorder_channel() {
     let t0 = Instant::now();
     let mut s = MediaSession::new(t0, params(), 0.5).expect("session");

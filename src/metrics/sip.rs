@@ -22,6 +22,7 @@ pub(super) struct SipMetrics {
     parse_errors: IntCounter,
     dropped: IntCounter,
     acl_rejections: IntCounter,
+    source_limited: IntCounter,
     transaction_timeouts: IntCounter,
     /// The endpoint's counters at the previous [`Metrics::observe_sip_counters`] call.
     last: Mutex<SipCounters>,
@@ -57,6 +58,11 @@ impl SipMetrics {
             acl_rejections: reg.counter(
                 "ivrd_sip_acl_rejections_total",
                 "INVITEs refused with 403 because the source is not trusted.",
+            )?,
+            source_limited: reg.counter(
+                "ivrd_sip_source_limited_total",
+                "INVITEs from a trusted source refused with 503 by a per-source limit (calls held \
+                 or INVITE rate); also counted in ivrd_calls_rejected_total{reason=\"overload\"}.",
             )?,
             transaction_timeouts: reg.counter(
                 "ivrd_sip_transaction_timeouts_total",
@@ -120,6 +126,7 @@ impl Metrics {
         self.sip.parse_errors.inc_by(d(|c| c.parse_errors));
         self.sip.dropped.inc_by(d(|c| c.dropped));
         self.sip.acl_rejections.inc_by(d(|c| c.acl_rejected));
+        self.sip.source_limited.inc_by(d(|c| c.source_limited));
         self.sip
             .retransmissions
             .inc_by(d(|c| c.retransmissions_sent));

@@ -11,7 +11,7 @@ use crate::sip::message::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 46] = [
+const EXPECTED_NAMES: [&str; 47] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -21,6 +21,7 @@ const EXPECTED_NAMES: [&str; 46] = [
     "ivrd_sip_parse_errors_total",
     "ivrd_sip_messages_dropped_total",
     "ivrd_sip_acl_rejections_total",
+    "ivrd_sip_source_limited_total",
     "ivrd_sip_transaction_timeouts_total",
     "ivrd_calls_offered_total",
     "ivrd_calls_answered_total",
@@ -184,6 +185,7 @@ fn observe_sip_counters_adds_only_what_grew() {
         calls_answered: 3,
         acl_rejected: 1,
         overload_rejected: 1,
+        source_limited: 1,
         retransmissions_sent: 4,
         ..SipCounters::default()
     };
@@ -200,6 +202,7 @@ fn observe_sip_counters_adds_only_what_grew() {
         Some(4.0)
     );
     assert_eq!(value(&text, "ivrd_sip_acl_rejections_total"), Some(1.0));
+    assert_eq!(value(&text, "ivrd_sip_source_limited_total"), Some(1.0));
     assert_eq!(
         value(&text, r#"ivrd_calls_rejected_total{reason="acl"}"#),
         Some(1.0)

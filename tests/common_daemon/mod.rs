@@ -22,6 +22,10 @@ pub struct DaemonOptions {
     pub intake_url: String,
     /// `[sip] max_calls`.
     pub max_calls: usize,
+    /// `[dialplan] path` (the shipped 12345 plan unless changed).
+    pub plan: PathBuf,
+    /// More `[sip]` lines (e.g. `trusted`, per-source limits), one key per line.
+    pub sip_extra: String,
 }
 
 impl DaemonOptions {
@@ -37,6 +41,8 @@ impl DaemonOptions {
             storage,
             intake_url,
             max_calls: 200,
+            sip_extra: String::new(),
+            plan: Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/12345.toml"),
         }
     }
 }
@@ -84,12 +90,13 @@ impl Daemon {
         let sip: SocketAddr = ([127, 0, 0, 1], free_sip_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         let config = format!(
-            "[sip]\nlisten = [\"{sip}\"]\nmax_calls = {max}\ndrain_secs = 0\n\
+            "[sip]\nlisten = [\"{sip}\"]\nmax_calls = {max}\ndrain_secs = 0\n{extra}\
              [dialplan]\npath = {plan:?}\n[prompts]\ndir = {prompts:?}\n\
              [storage]\ndir = {storage:?}\n[intake]\nurl = {url:?}\nsecret = \"s3cret\"\n\
              [metrics]\nlisten = \"{metrics}\"\n",
             max = options.max_calls,
-            plan = root.join("dialplans/12345.toml"),
+            extra = options.sip_extra,
+            plan = options.plan,
             prompts = root.join("prompts"),
             storage = options.storage,
             url = options.intake_url,

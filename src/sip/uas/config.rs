@@ -14,6 +14,13 @@ pub struct EndpointConfig {
     pub trusted: Vec<IpNet>,
     /// Calls (ringing or answered) beyond which INVITEs get 503 + Retry-After.
     pub max_calls: usize,
+    /// Calls one source address may hold at once; more get 503 + Retry-After.
+    pub max_calls_per_source: usize,
+    /// New INVITEs (not retransmissions, not re-INVITEs) one trusted source may send per
+    /// second, sustained; more get a stateless 503 + Retry-After.
+    pub invites_per_sec_per_source: u32,
+    /// New INVITEs one trusted source may send at once, above the sustained rate.
+    pub invite_burst_per_source: u32,
     /// Codec preference for answers, first wins.
     pub codecs: Vec<AudioCodec>,
     /// Ring (180) this long before answering; zero answers at once.
@@ -36,6 +43,9 @@ impl Default for EndpointConfig {
                 "::1/128".parse().expect("literal CIDR"),
             ],
             max_calls: 4000,
+            max_calls_per_source: 4000,
+            invites_per_sec_per_source: 500,
+            invite_burst_per_source: 1000,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
             answer_delay: Duration::ZERO,
             retry_after_secs: 30,

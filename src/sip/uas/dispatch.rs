@@ -215,12 +215,37 @@ impl Endpoint {
                 return self.reject_stateless(&req, &inbound, dest, code, reason);
             }
         }
+        if !matches!(req.method, Method::Invite | Method::Ack)
+            && !self.cfg.is_trusted(inbound.source.ip())
+        {
+            return self.refuse_untrusted_request(now, &inbound, &req, dest);
+        }
         match req.method {
             Method::Ack => self.on_ack(now, &req, &ctx),
             Method::Invite => self.on_invite(now, inbound, req, ctx, dest, ports),
             Method::Cancel => self.on_cancel(now, &inbound, &req, &ctx, dest, ports),
             _ => self.on_non_invite(now, &inbound, req, &ctx, dest, ports),
         }
+    }
+
+    /// A request other than INVITE or ACK from a source that may not place calls: it can have
+    /// no dialog with us, so it is answered like an untrusted INVITE — a stateless 403 (RFC 3261
+    /// §8.2.7 allows stateless answers), within the per-source rate of refusals, else dropped and
+    /// counted. No transaction is created, so an OPTIONS or BYE flood holds no memory for the
+    /// 64*T1 of Timer J, and a stranger who learnt a dialog's identifiers cannot end the call,
+    /// send it keys (INFO) or report a transfer outcome (NOTIFY).
+    fn refuse_untrusted_request(
+        &mut self,
+        now: Instant,
+        inbound: &Inbound<'_>,
+        req: &Request,
+        dest: Destination,
+    ) {
+        if !self.untrusted.allow(inbound.source.ip(), now) {
+            self.counters.dropped += 1;
+            return;
+        }
+        self.reject_stateless(req, inbound, dest, 403, reason_phrase(403));
     }
 
     fn reject_stateless(

@@ -36,7 +36,7 @@ impl Endpoint {
             let key = call.invite_key.clone();
             self.send_final_on(now, &key, 480, bytes);
         } else {
-            let to = next_hop_for(&call.dialog, &call.peer);
+            let to = next_hop_for(&call.dialog, &call.peer, |ip| self.cfg.is_trusted(ip));
             let via = format!("SIP/2.0/{} {}", to.transport.as_str(), call.local_sip);
             let branch = format!("z9hG4bK{}", random_token());
             let reason_header = [(
@@ -83,6 +83,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(&handle) else {
             return;
         };
+        self.per_source.call_ended(call.info.trunk);
         let id = &call.dialog.id;
         self.dialogs.remove(&(
             id.call_id.clone(),
@@ -99,9 +100,17 @@ impl Endpoint {
     }
 }
 
-/// Where an in-dialog request goes: the next-hop URI when it names an IP literal, else the
-/// address the dialog came from (ivrd does no DNS; trunks are configured by address).
-pub(super) fn next_hop_for(dialog: &Dialog, peer: &Destination) -> Destination {
+/// Where an in-dialog request goes: the next-hop URI when it names an IP literal that may talk
+/// to ivrd at all, else the address the dialog came from (ivrd does no DNS; trunks are
+/// configured by address). RFC 3261 §12.2.1.1 sends to the remote target (the caller's
+/// Contact); ivrd only does so when that address is trusted, so a Contact written by the far
+/// end cannot send our BYE or REFER (with its target, case id and User-to-User data) to a host
+/// outside the trunk — nor have that host answer the REFER's NOTIFY with a fake success.
+pub(super) fn next_hop_for(
+    dialog: &Dialog,
+    peer: &Destination,
+    trusted: impl Fn(std::net::IpAddr) -> bool,
+) -> Destination {
     let uri = dialog.next_hop_uri();
     let parsed = SipUri::parse(&uri).ok();
     let tcp =
@@ -115,7 +124,7 @@ pub(super) fn next_hop_for(dialog: &Dialog, peer: &Destination) -> Destination {
         .as_ref()
         .and_then(|u| host_ip(&u.host).map(|ip| (ip, u.port)))
     {
-        Some((ip, port)) if transport == peer.transport => Destination {
+        Some((ip, port)) if transport == peer.transport && trusted(ip) => Destination {
             transport,
             addr: SocketAddr::new(ip, port.unwrap_or(5060)),
             conn: peer.conn,

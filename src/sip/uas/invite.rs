@@ -74,6 +74,13 @@ impl Endpoint {
             return self.on_reinvite(now, &inbound, req, &ctx, key, txn, dest);
         }
         self.counters.calls_offered += 1;
+        if self
+            .per_source
+            .admit_invite(inbound.source.ip(), now)
+            .is_err()
+        {
+            return self.refuse_too_fast(&inbound, &req, &ctx, dest);
+        }
         // §17.2.1: a 100 Trying stops the INVITE retransmissions of the client transaction.
         let trying = build_response(
             &req,
@@ -87,7 +94,7 @@ impl Endpoint {
         if let Some(bytes) = txn.send_provisional(trying) {
             self.transmit_response(dest.clone(), &Method::Invite, 100, bytes);
         }
-        match self.admit_call(&req, &ctx, ports) {
+        match self.admit_call(&req, &ctx, inbound.source.ip(), ports) {
             Ok(call) => self.start_call(now, inbound, req, key, txn, dest, call, ports),
             Err(refusal) => {
                 if refusal.code == 503 {
@@ -155,12 +162,39 @@ impl Endpoint {
         );
     }
 
+    /// A trusted source starting calls faster than its INVITE rate: a stateless 503 with
+    /// Retry-After (RFC 3261 §21.5.4, §20.33; §8.2.7 lets a UAS answer statelessly), so a
+    /// runaway trunk creates no transaction, no timers and no missed-call case per INVITE.
+    /// The trunk still gets an answer for each INVITE, so its own transactions end at once.
+    fn refuse_too_fast(
+        &mut self,
+        inbound: &Inbound<'_>,
+        req: &Request,
+        ctx: &RequestCtx,
+        dest: Destination,
+    ) {
+        self.counters.overload_rejected += 1;
+        self.counters.source_limited += 1;
+        tracing::debug!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE over the per-source rate; 503");
+        let tag = random_token();
+        let retry = self.cfg.retry_after_secs.to_string();
+        let parts = ResponseParts {
+            to_tag: Some(&tag),
+            source: Some(inbound.source),
+            extra: &[("Retry-After", retry.as_str())],
+            ..Default::default()
+        };
+        let bytes = build_response(req, 503, reason_phrase(503), &parts);
+        self.transmit_response(dest, &Method::Invite, 503, bytes);
+    }
+
     /// Policy and negotiation for a trusted trunk's new call, in the order an operator expects
     /// the answers: where to, how many, what media.
     fn admit_call(
         &mut self,
         req: &Request,
         ctx: &RequestCtx,
+        source: std::net::IpAddr,
         ports: &mut dyn RtpPortSource,
     ) -> Result<(Option<OfferAnswer>, u16), Refusal> {
         let Ok(uri) = SipUri::parse(&req.uri) else {
@@ -184,6 +218,12 @@ impl Endpoint {
         if self.calls.len() >= self.cfg.max_calls {
             self.counters.overload_rejected += 1;
             tracing::warn!(active = self.calls.len(), "call limit reached; 503");
+            return Err(Refusal::new(503).with("Retry-After", retry));
+        }
+        if self.per_source.check_calls(source).is_err() {
+            self.counters.overload_rejected += 1;
+            self.counters.source_limited += 1;
+            tracing::warn!(%source, held = self.per_source.calls_of(source), "per-source call limit reached; 503");
             return Err(Refusal::new(503).with("Retry-After", retry));
         }
         let offer = if req.body.is_empty() {
@@ -320,6 +360,7 @@ impl Endpoint {
             info,
             span,
         };
+        self.per_source.call_started(inbound.source.ip());
         self.calls.insert(handle, call);
         if !ringing {
             self.answer(now, handle);

@@ -12,6 +12,7 @@ mod hangup;
 mod invite;
 mod rate_limit;
 mod reinvite;
+mod source_limits;
 mod tally;
 mod transfer;
 
@@ -100,7 +101,10 @@ pub struct SipCounters {
     /// Malformed messages dropped because no response could be formed.
     pub dropped: u64,
     pub acl_rejected: u64,
+    /// INVITEs refused 503 for load: `max_calls`, drain, RTP ports, or a per-source limit.
     pub overload_rejected: u64,
+    /// The part of `overload_rejected` refused by a per-source limit (calls held or rate).
+    pub source_limited: u64,
     pub codec_rejected: u64,
     pub retransmissions_sent: u64,
     pub transaction_timeouts: u64,
@@ -150,13 +154,21 @@ pub struct Endpoint {
     counters: SipCounters,
     /// How often untrusted sources get an answer at all.
     untrusted: rate_limit::SourceLimiter,
+    /// Calls held and INVITE rate per trusted source.
+    per_source: source_limits::SourceLimits,
 }
 
 impl Endpoint {
     /// An endpoint with no calls.
     pub fn new(cfg: EndpointConfig) -> Self {
+        let per_source = source_limits::SourceLimits::new(
+            cfg.max_calls_per_source,
+            cfg.invites_per_sec_per_source,
+            cfg.invite_burst_per_source,
+        );
         Endpoint {
             cfg,
+            per_source,
             invite_txns: HashMap::new(),
             non_invite_txns: HashMap::new(),
             client_txns: HashMap::new(),
@@ -352,6 +364,10 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_source_limits;
+#[cfg(test)]
+mod tests_transfer_safety;
 
 impl Endpoint {
     /// Requests we sent that still await a final response (BYEs during a drain).

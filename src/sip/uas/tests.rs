@@ -5,9 +5,9 @@ use crate::sip::message::Method;
 use crate::sip::message::{Message, Response, parse};
 use std::time::Duration;
 
-struct Pool {
-    free: Vec<u16>,
-    released: Vec<u16>,
+pub(super) struct Pool {
+    pub(super) free: Vec<u16>,
+    pub(super) released: Vec<u16>,
 }
 
 impl RtpPortSource for Pool {
@@ -19,10 +19,10 @@ impl RtpPortSource for Pool {
     }
 }
 
-struct Harness {
-    ep: Endpoint,
-    pool: Pool,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) ep: Endpoint,
+    pub(super) pool: Pool,
+    pub(super) now: Instant,
 }
 
 const PEER: &str = "127.0.0.1:5061";
@@ -30,7 +30,7 @@ const LOCAL: &str = "127.0.0.1:5060";
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
 impl Harness {
-    fn new(cfg: EndpointConfig) -> Harness {
+    pub(super) fn new(cfg: EndpointConfig) -> Harness {
         let t0 = Instant::now();
         Harness {
             ep: Endpoint::new(cfg),
@@ -42,7 +42,7 @@ impl Harness {
         }
     }
 
-    fn send_from(&mut self, source: &str, text: &str) -> Vec<Output> {
+    pub(super) fn send_from(&mut self, source: &str, text: &str) -> Vec<Output> {
         let inbound = Inbound {
             transport: Transport::Udp,
             source: source.parse().expect("addr"),
@@ -54,11 +54,11 @@ impl Harness {
         self.drain()
     }
 
-    fn send(&mut self, text: &str) -> Vec<Output> {
+    pub(super) fn send(&mut self, text: &str) -> Vec<Output> {
         self.send_from(PEER, text)
     }
 
-    fn advance(&mut self, by: Duration) -> Vec<Output> {
+    pub(super) fn advance(&mut self, by: Duration) -> Vec<Output> {
         let target = self.now + by;
         let mut out = Vec::new();
         while let Some(at) = self.ep.poll_timeout().filter(|at| *at <= target) {
@@ -70,12 +70,12 @@ impl Harness {
         out
     }
 
-    fn drain(&mut self) -> Vec<Output> {
+    pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.ep.poll_output()).collect()
     }
 }
 
-fn responses(out: &[Output]) -> Vec<Response> {
+pub(super) fn responses(out: &[Output]) -> Vec<Response> {
     out.iter()
         .filter_map(|o| match o {
             Output::Transmit { bytes, .. } => match parse(bytes) {
@@ -87,11 +87,11 @@ fn responses(out: &[Output]) -> Vec<Response> {
         .collect()
 }
 
-fn codes(out: &[Output]) -> Vec<u16> {
+pub(super) fn codes(out: &[Output]) -> Vec<u16> {
     responses(out).iter().map(|r| r.code).collect()
 }
 
-fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
+pub(super) fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
     out.iter()
         .filter_map(|o| match o {
             Output::Transmit { bytes, .. } => match parse(bytes) {
@@ -103,7 +103,7 @@ fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
         .collect()
 }
 
-fn invite(branch: &str, call_id: &str, body: &str) -> String {
+pub(super) fn invite(branch: &str, call_id: &str, body: &str) -> String {
     let ctype = if body.is_empty() {
         ""
     } else {
@@ -118,7 +118,7 @@ fn invite(branch: &str, call_id: &str, body: &str) -> String {
     )
 }
 
-fn in_dialog(
+pub(super) fn in_dialog(
     method: &str,
     branch: &str,
     call_id: &str,
@@ -139,7 +139,7 @@ fn in_dialog(
     )
 }
 
-fn to_tag(resp: &Response) -> String {
+pub(super) fn to_tag(resp: &Response) -> String {
     let to = resp.headers.get("To").expect("To");
     crate::sip::header::NameAddr::parse(to, "To")
         .expect("to")
@@ -148,7 +148,7 @@ fn to_tag(resp: &Response) -> String {
         .to_string()
 }
 
-fn started(out: &[Output]) -> Option<CallInfo> {
+pub(super) fn started(out: &[Output]) -> Option<CallInfo> {
     out.iter().find_map(|o| match o {
         Output::CallStarted { info, .. } => Some(info.clone()),
         _ => None,
@@ -507,7 +507,7 @@ fn missing_ack_ends_the_call_with_bye_after_64_t1() {
     )));
 }
 
-fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> String {
+pub(super) fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> String {
     format!(
         "SIP/2.0 {code} X\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
         req.headers.get("Via").expect("via"),
@@ -523,14 +523,14 @@ fn respond_to(req: &crate::sip::message::Request, code: u16, to_tag: &str) -> St
     )
 }
 
-fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
+pub(super) fn notify(call_id: &str, tag: &str, cseq: u32, frag: &str) -> String {
     let body = format!("{frag}\r\n");
     in_dialog("NOTIFY", &format!("z9hG4bKn{cseq}"), call_id, tag, cseq, "")
         .replace("Content-Length: 0\r\n", &format!("Event: refer\r\nSubscription-State: active\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n", body.len()))
         + &body
 }
 
-fn transfer_outcome(out: &[Output]) -> Option<TransferOutcome> {
+pub(super) fn transfer_outcome(out: &[Output]) -> Option<TransferOutcome> {
     out.iter().find_map(|o| match o {
         Output::Transfer { outcome, .. } => Some(*outcome),
         _ => None,

@@ -105,7 +105,8 @@ impl Endpoint {
         if call.state != super::calls::CallState::Answered || call.transfer.is_some() {
             return false;
         }
-        let to = super::hangup::next_hop_for(&call.dialog, &call.peer);
+        let to =
+            super::hangup::next_hop_for(&call.dialog, &call.peer, |ip| self.cfg.is_trusted(ip));
         let via = format!("SIP/2.0/{} {}", to.transport.as_str(), call.local_sip);
         let branch = format!("z9hG4bK{}", super::invite::random_token());
         let contact = format!("<sip:{}@{}>", self.cfg.contact_user, call.local_sip);

@@ -1,0 +1,154 @@
+//! RTP abuse against the real `ivrd` binary: while SIPp callers key digits in-band, a third
+//! party floods one call's RTP port with 50,000 datagrams as fast as it can — a continuous
+//! stream of key-9 tones under a foreign SSRC, oversize packets, garbage, truncated and empty
+//! datagrams, and RFC 4733 key-9 events. Every call must complete with exactly the keys its
+//! caller pressed (nothing lost, no 9 injected), and ivrd must count the stranger's packets in
+//! `ivrd_rtp_packets_unexpected_source_total`. A second test floods the port while the call
+//! still rings, so the stranger's packets are the first ivrd reads: without the SDP address
+//! winning the latch back, that call loses all its keys. No timing is asserted.
+
+mod common;
+mod common_daemon;
+
+use common::media::{KEYS, assert_keys, dtmf_alaw, wait_for_cases};
+use common::sipp::{SIPP, finish_sipp, spawn_sipp, work_dir};
+use common_daemon::{Daemon, DaemonOptions};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CALLS: u32 = 3;
+const FLOOD_PACKETS: u64 = 50_000;
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of `name` (a sample without labels) in a scrape.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The value of `key=` in a log line (span fields and event fields alike).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.split(&format!("{key}=")).nth(1)?;
+    rest.split([' ', '}', ':', ',']).next()
+}
+
+#[test]
+#[ignore = "needs sipp"]
+fn a_third_party_rtp_flood_neither_breaks_nor_steers_a_call() {
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut options = DaemonOptions::new("rtp-abuse", String::new());
+    options.plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dialplans/media/digits.toml");
+    let ivrd = Daemon::start(&options);
+
+    let dir = work_dir();
+    // Keys 0.5 s apart, so the flood overlaps several of them.
+    dtmf_alaw(&dir, &dir.join("caller.alaw"), KEYS, 0.5, 0.1, 0.4);
+    let sipp = spawn_sipp(
+        "media_inband",
+        ivrd.sip,
+        CALLS,
+        &dir,
+        &["-l", "3", "-r", "10"],
+    );
+
+    // The first key ivrd hears proves that call's media is latched to its caller; flood it.
+    let (call_id, rtp_port) = wait_for("a first in-band key", Duration::from_secs(20), || {
+        let log = ivrd.log_text();
+        let call_id = log
+            .lines()
+            .find(|l| l.contains("DTMF") && l.contains("inband"))
+            .and_then(|l| field(l, "call_id"))?
+            .to_string();
+        let port: u16 = log
+            .lines()
+            .find(|l| l.contains("call offered") && l.contains(&call_id))
+            .and_then(|l| field(l, "rtp_port"))?
+            .parse()
+            .ok()?;
+        Some((call_id, port))
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_ivrd-flood"))
+        .args(["--mode", "rtp", "--rate", "0", "--secs", "60"])
+        .args(["--count", &FLOOD_PACKETS.to_string()])
+        .args(["--target", &format!("127.0.0.1:{rtp_port}")])
+        .output()
+        .expect("run ivrd-flood");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let sent: u64 = field(&report, "sent")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {report:?}"));
+    assert!(sent > FLOOD_PACKETS / 2, "the flood was sent: {report}");
+
+    finish_sipp(sipp, CALLS, &dir);
+    let cases = wait_for_cases(&options.storage, CALLS as usize, Duration::from_secs(20));
+    assert_eq!(cases.len(), CALLS as usize);
+    assert!(
+        cases.iter().any(|c| c["call_id"] == call_id.as_str()),
+        "the flooded call {call_id} left a case"
+    );
+    for case in &cases {
+        assert_keys(case, KEYS, "inband");
+    }
+    eprintln!("ivrd-flood to port {rtp_port}: {}", report.trim());
+    // Media counters reach the metrics when a call ends; every call has ended now.
+    let unexpected = sample(&ivrd.scrape(), "ivrd_rtp_packets_unexpected_source_total")
+        .expect("the unexpected-source counter is exported");
+    eprintln!("ivrd_rtp_packets_unexpected_source_total {unexpected}");
+    assert!(
+        unexpected >= 1_000.0 && unexpected <= sent as f64,
+        "{unexpected} packets from the stranger counted, of {sent} sent"
+    );
+}
+
+/// The port is flooded while the call rings (`answer_delay_ms`), before the caller can know it
+/// from our 200's SDP: ivrd holds the socket already, so the stranger's packets are first in
+/// its queue when the call's media starts. The caller's keys must still arrive exactly.
+#[test]
+#[ignore = "needs sipp"]
+fn a_stranger_flooding_the_port_before_the_answer_gets_neither_media_nor_keys_in() {
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut options = DaemonOptions::new("rtp-preanswer", String::new());
+    options.plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dialplans/media/digits.toml");
+    options.sip_extra = "answer_delay_ms = 3000\n".to_string();
+    let ivrd = Daemon::start(&options);
+    let dir = work_dir();
+    dtmf_alaw(&dir, &dir.join("caller.alaw"), KEYS, 0.5, 0.1, 0.1);
+    let sipp = spawn_sipp("media_inband", ivrd.sip, 1, &dir, &[]);
+    let rtp_port: u16 = wait_for("the call rings", Duration::from_secs(20), || {
+        let log = ivrd.log_text();
+        log.lines()
+            .find(|l| l.contains("call offered"))
+            .and_then(|l| field(l, "rtp_port"))?
+            .parse()
+            .ok()
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_ivrd-flood"))
+        .args([
+            "--mode", "rtp", "--rate", "0", "--secs", "60", "--count", "3000",
+        ])
+        .args(["--target", &format!("127.0.0.1:{rtp_port}")])
+        .output()
+        .expect("run ivrd-flood");
+    assert!(
+        !ivrd.log_text().contains("call answered"),
+        "the flood ended before the answer (3 s of ringing)"
+    );
+    eprintln!(
+        "ivrd-flood before the answer: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    finish_sipp(sipp, 1, &dir);
+    let cases = wait_for_cases(&options.storage, 1, Duration::from_secs(20));
+    assert_keys(&cases[0], KEYS, "inband");
+}
