@@ -23,9 +23,14 @@ async fn a_message_is_recorded_linked_and_counted_as_left() {
         keys: parse_keys("2s:2,18s:#").expect("keys"),
         called: "12345".into(),
         transfer_status: "486 Busy Here".into(),
+        drain_rtp: true,
     };
     let report = run(&options).await.expect("loadgen");
     assert_eq!((report.answered, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        report.no_media, 0,
+        "ivrd's RTP reached the shared socket: {report:?}"
+    );
     let storage = server.storage.clone();
     // The case is spooled when the call task ends; wait for it without a blind sleep.
     let pending = storage.join("outbox/pending");
