@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ivrd::loadgen::media::RtpDrain;
 use ivrd::loadgen::{Options, parse_duration, parse_keys, run};
 
 /// Emulates callers (SIP, RTP audio, RFC 4733 keys, BYE) against ivrd over UDP.
@@ -32,10 +33,11 @@ struct Cli {
     /// sipfrag status reported for a REFER; "200 OK" completes transfers.
     #[arg(long, default_value = "486 Busy Here")]
     transfer_status: String,
-    /// Do not read ivrd's RTP (the kernel drops it unread): cheaper, but `no_media` is not
-    /// measured and is printed as "-".
-    #[arg(long)]
-    no_rtp_drain: bool,
+    /// When ivrd's RTP to us is read and counted per call: "full" (every packet), "sampled"
+    /// (100 ms of every second; proves media for calls with over ~1.1 s of it) or "off" (never;
+    /// the kernel drops it; no_media is printed as "-").
+    #[arg(long, default_value = "sampled")]
+    rtp_drain: RtpDrain,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
             keys,
             called: cli.called,
             transfer_status: cli.transfer_status,
-            drain_rtp: !cli.no_rtp_drain,
+            rtp_drain: cli.rtp_drain,
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("ivrd-loadgen: {e}");

@@ -7,11 +7,12 @@
 //! that is how media arrival is counted per call without a socket per call.
 //!
 //! Sending goes through [`SendBatch`] (one `sendmmsg` per tick instead of one `sendto` per
-//! packet). Receiving is optional: with draining on, each tick reads what arrived with
-//! `recvmmsg` (only the 12-byte RTP header of each packet is copied); with it off the socket is
-//! never read and the kernel drops what overflows its receive buffer, which costs us nothing.
+//! packet). Receiving is chosen by [`RtpDrain`]: every tick, only in a short window each second,
+//! or never (the kernel drops what overflows the receive buffer, which costs us nothing). Reads
+//! use `recvmmsg` and copy only the 12-byte RTP header of each packet.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 
 use super::LoadgenError;
 use super::mmsg::{Flushed, MAX_BATCH, RecvBatch, SendBatch, set_recv_buffer};
@@ -19,11 +20,46 @@ use crate::media::rtp::RTP_HEADER_LEN;
 
 /// Bytes of each received datagram we look at: the RTP fixed header.
 const RECV_SLOT: usize = RTP_HEADER_LEN;
-/// Receive buffer asked for: ~4 MB holds over 20 ms of ivrd's RTP at 3,000 calls even when a
-/// tick comes late (each queued datagram costs about 1 KiB of buffer accounting).
+/// Receive buffer asked for with [`RtpDrain::Full`]: 4 MB (the kernel books twice that, ~600 B
+/// per queued datagram here) holds ~13,000 packets, ~90 ms of ivrd's RTP at 3,000 calls, so a
+/// late tick loses nothing.
 const RECV_BUFFER: usize = 4 << 20;
+/// With [`RtpDrain::Sampled`] the buffer is also the backlog read at the start of each window:
+/// 1 MB (~3,300 packets, ~22 ms at 3,000 calls, 220 ms at 300) keeps that small.
+const SAMPLED_RECV_BUFFER: usize = 1 << 20;
 /// Tries to find an even port whose odd neighbour is free too.
 const BIND_ATTEMPTS: usize = 64;
+/// [`RtpDrain::Sampled`]: read during the first `SAMPLE_WINDOW` of every `SAMPLE_PERIOD`.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+const SAMPLE_WINDOW: Duration = Duration::from_millis(100);
+
+/// Whether and when ivrd's RTP to us is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpDrain {
+    /// Never: no `no_media` count, no receive cost.
+    Off,
+    /// Every tick: every packet is read and counted.
+    Full,
+    /// Every tick of the first 100 ms of each second. ivrd sends every call's frame each 20 ms,
+    /// so a window sees about five packets of every call that has media then, and any call
+    /// with more than 1.1 s of media is seen; the rest of the second the kernel queues up to the
+    /// buffer and drops the rest, and the window's first read takes that backlog (still counted
+    /// by source port).
+    Sampled,
+}
+
+impl std::str::FromStr for RtpDrain {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RtpDrain, String> {
+        match s {
+            "off" => Ok(RtpDrain::Off),
+            "full" => Ok(RtpDrain::Full),
+            "sampled" => Ok(RtpDrain::Sampled),
+            other => Err(format!("{other:?}: expected full, sampled or off")),
+        }
+    }
+}
 
 /// Counters of the shared socket over a run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,6 +85,8 @@ pub struct SharedRtp {
     port: u16,
     out: SendBatch,
     inbox: Option<RecvBatch>,
+    mode: RtpDrain,
+    since: Instant,
     /// ivrd's RTP port → index + 1 of the call it is sending for (0: none).
     call_by_port: Vec<u32>,
     /// Packets from ivrd per call index.
@@ -57,9 +95,9 @@ pub struct SharedRtp {
 }
 
 impl SharedRtp {
-    /// Binds an even port on `ip` and the odd one above it. `drain`: read ivrd's RTP to count it
-    /// per call (costs a `recvmmsg` per 64 packets) or leave it to the kernel to drop.
-    pub fn bind(ip: std::net::IpAddr, drain: bool) -> Result<SharedRtp, LoadgenError> {
+    /// Binds an even port on `ip` and the odd one above it; `mode` says when ivrd's RTP is read.
+    pub fn bind(ip: std::net::IpAddr, mode: RtpDrain) -> Result<SharedRtp, LoadgenError> {
+        let drain = mode != RtpDrain::Off;
         let any = SocketAddr::new(ip, 0);
         let bind_err = |addr, source| LoadgenError::Bind { addr, source };
         let (socket, rtcp, port) = (0..BIND_ATTEMPTS)
@@ -85,8 +123,13 @@ impl SharedRtp {
         socket
             .set_nonblocking(true)
             .map_err(|source| bind_err(here, source))?;
-        if drain {
-            set_recv_buffer(&socket, RECV_BUFFER).map_err(|source| bind_err(here, source))?;
+        let buffer = match mode {
+            RtpDrain::Off => None,
+            RtpDrain::Full => Some(RECV_BUFFER),
+            RtpDrain::Sampled => Some(SAMPLED_RECV_BUFFER),
+        };
+        if let Some(bytes) = buffer {
+            set_recv_buffer(&socket, bytes).map_err(|source| bind_err(here, source))?;
         }
         Ok(SharedRtp {
             socket,
@@ -97,6 +140,8 @@ impl SharedRtp {
                 RTP_HEADER_LEN + crate::media::g711::FRAME_SAMPLES,
             ),
             inbox: drain.then(|| RecvBatch::new(64, RECV_SLOT)),
+            mode,
+            since: Instant::now(),
             call_by_port: vec![0; usize::from(u16::MAX) + 1],
             received: Vec::new(),
             stats: RtpStats::default(),
@@ -149,8 +194,20 @@ impl SharedRtp {
         }
     }
 
-    /// Reads everything queued from ivrd (when draining) and counts it per call.
-    pub fn drain(&mut self) {
+    /// Reads everything queued from ivrd and counts it per call, when the mode says so at `now`.
+    pub fn drain(&mut self, now: Instant) {
+        let in_window = || {
+            let offset = now.saturating_duration_since(self.since).as_nanos();
+            offset % SAMPLE_PERIOD.as_nanos() < SAMPLE_WINDOW.as_nanos()
+        };
+        if self.mode == RtpDrain::Sampled && !in_window() {
+            return;
+        }
+        self.drain_now();
+    }
+
+    /// Reads everything queued from ivrd (unless draining is off) and counts it per call.
+    pub fn drain_now(&mut self) {
         let Some(inbox) = self.inbox.as_mut() else {
             return;
         };
@@ -194,7 +251,7 @@ mod tests {
     #[test]
     fn arrivals_are_counted_per_call_by_ivrds_source_port() {
         let ip = "127.0.0.1".parse().unwrap();
-        let mut rtp = SharedRtp::bind(ip, true).unwrap();
+        let mut rtp = SharedRtp::bind(ip, RtpDrain::Full).unwrap();
         assert_eq!(rtp.port() % 2, 0);
         let here = SocketAddr::new(ip, rtp.port());
         let ivrd_a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -207,7 +264,7 @@ mod tests {
         }
         ivrd_b.send_to(&[0x80; 172], here).unwrap();
         stranger.send_to(&[0x80; 172], here).unwrap();
-        rtp.drain();
+        rtp.drain(Instant::now());
         assert_eq!(rtp.received(0), 3);
         assert_eq!(rtp.received(7), 1);
         assert_eq!(rtp.received(1), 0);
@@ -230,13 +287,35 @@ mod tests {
     #[test]
     fn without_draining_nothing_is_read() {
         let ip = "127.0.0.1".parse().unwrap();
-        let mut rtp = SharedRtp::bind(ip, false).unwrap();
+        let mut rtp = SharedRtp::bind(ip, RtpDrain::Off).unwrap();
         let ivrd = UdpSocket::bind("127.0.0.1:0").unwrap();
         rtp.expect_from(0, ivrd.local_addr().unwrap());
         ivrd.send_to(&[0x80; 172], SocketAddr::new(ip, rtp.port()))
             .unwrap();
-        rtp.drain();
+        rtp.drain(Instant::now());
+        rtp.drain_now();
         assert!(!rtp.drains());
         assert_eq!((rtp.received(0), rtp.stats().recv_calls), (0, 0));
+    }
+
+    #[test]
+    fn sampled_draining_reads_only_in_the_window_and_then_takes_the_backlog() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let mut rtp = SharedRtp::bind(ip, RtpDrain::Sampled).unwrap();
+        let start = rtp.since;
+        let ivrd = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.expect_from(4, ivrd.local_addr().unwrap());
+        let here = SocketAddr::new(ip, rtp.port());
+        ivrd.send_to(&[0x80; 172], here).unwrap();
+        rtp.drain(start + SAMPLE_WINDOW + Duration::from_millis(1));
+        rtp.drain(start + SAMPLE_PERIOD - Duration::from_millis(1));
+        assert_eq!(rtp.received(4), 0, "outside the window nothing is read");
+        ivrd.send_to(&[0x80; 172], here).unwrap();
+        rtp.drain(start + SAMPLE_PERIOD + Duration::from_millis(10));
+        assert_eq!(
+            rtp.received(4),
+            2,
+            "the window reads the queued backlog too"
+        );
     }
 }

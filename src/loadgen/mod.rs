@@ -22,7 +22,7 @@ use crate::media::digit::Digit;
 use crate::media::g711::encode_ulaw;
 use crate::sip::message::{Message, parse};
 use call::{Call, Outcome, RTP_BUF, Script, Transmit};
-use media::{RtpStats, SharedRtp};
+use media::{RtpDrain, RtpStats, SharedRtp};
 
 /// How often the ticker runs; calls start at arbitrary times, so their 20 ms frames spread over
 /// four phases instead of one burst.
@@ -47,8 +47,8 @@ pub struct Options {
     pub called: String,
     /// The sipfrag status we report for a REFER ("200 OK" completes the transfer).
     pub transfer_status: String,
-    /// Read ivrd's RTP to count it per call (`no_media`); off, the kernel drops it unread.
-    pub drain_rtp: bool,
+    /// When ivrd's RTP to us is read and counted per call (`no_media`).
+    pub rtp_drain: RtpDrain,
 }
 
 /// Why an option string was rejected or the run could not start.
@@ -133,7 +133,8 @@ pub struct Report {
     pub remote_hangups: u32,
     pub rejected: u32,
     pub timeouts: u32,
-    /// Answered calls for which no RTP from ivrd arrived (counted only with `drain_rtp`).
+    /// Answered calls for which no RTP from ivrd was counted (not with [`RtpDrain::Off`]; with
+    /// `Sampled`, calls with under ~1.1 s of media may be missed).
     pub no_media: u32,
     /// Whether `no_media` was measured.
     pub media_checked: bool,
@@ -182,7 +183,7 @@ pub async fn run(opts: &Options) -> Result<Report, LoadgenError> {
     let local = sip
         .local_addr()
         .map_err(|source| LoadgenError::Bind { addr: bind, source })?;
-    let mut rtp = SharedRtp::bind(local_ip, opts.drain_rtp)?;
+    let mut rtp = SharedRtp::bind(local_ip, opts.rtp_drain)?;
     let run_tag = format!("lg{}", local.port());
     let script = Script {
         keys: opts.keys.clone(),
@@ -208,8 +209,8 @@ pub async fn run(opts: &Options) -> Result<Report, LoadgenError> {
                 on_sip(&buf[..n], &run_tag, &mut calls, &script, &mut tx);
             }
             _ = ticker.tick() => {
-                rtp.drain();
                 let now = Instant::now();
+                rtp.drain(now);
                 let mut tx = Tx { sip: &sip, target: opts.target, rtp: &mut rtp };
                 while (calls.len() as u32) < opts.calls && now >= t0 + spacing * calls.len() as u32 {
                     let index = calls.len() as u32;
@@ -239,7 +240,7 @@ pub async fn run(opts: &Options) -> Result<Report, LoadgenError> {
         }
     }
     report.wall = t0.elapsed();
-    rtp.drain();
+    rtp.drain_now();
     summarise(&calls, &rtp, &mut report);
     report.rtp = rtp.stats();
     report.cpu = process_cpu().saturating_sub(cpu0);
