@@ -8,6 +8,7 @@
 mod common;
 
 use common::{TestServer, test_config};
+use ivrd::loadgen::media::RtpDrain;
 use ivrd::loadgen::{Options, parse_keys, run};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -23,9 +24,14 @@ async fn a_message_is_recorded_linked_and_counted_as_left() {
         keys: parse_keys("2s:2,18s:#").expect("keys"),
         called: "12345".into(),
         transfer_status: "486 Busy Here".into(),
+        rtp_drain: RtpDrain::Full,
     };
     let report = run(&options).await.expect("loadgen");
     assert_eq!((report.answered, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        report.no_media, 0,
+        "ivrd's RTP reached the shared socket: {report:?}"
+    );
     let storage = server.storage.clone();
     // The case is spooled when the call task ends; wait for it without a blind sleep.
     let pending = storage.join("outbox/pending");

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ivrd::loadgen::media::RtpDrain;
 use ivrd::loadgen::{Options, parse_duration, parse_keys, run};
 
 /// Emulates callers (SIP, RTP audio, RFC 4733 keys, BYE) against ivrd over UDP.
@@ -32,6 +33,11 @@ struct Cli {
     /// sipfrag status reported for a REFER; "200 OK" completes transfers.
     #[arg(long, default_value = "486 Busy Here")]
     transfer_status: String,
+    /// When ivrd's RTP to us is read and counted per call: "full" (every packet), "sampled"
+    /// (100 ms of every second; proves media for calls with over ~1.1 s of it) or "off" (never;
+    /// the kernel drops it; no_media is printed as "-").
+    #[arg(long, default_value = "sampled")]
+    rtp_drain: RtpDrain,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
             keys,
             called: cli.called,
             transfer_status: cli.transfer_status,
+            rtp_drain: cli.rtp_drain,
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("ivrd-loadgen: {e}");
@@ -67,10 +74,21 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(&opts)) {
         Ok(r) => {
+            let first_answer = r
+                .first_answer
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(|| "-".to_string(), |d| format!("{:.6}", d.as_secs_f64()));
+            let no_media = if r.media_checked {
+                r.no_media.to_string()
+            } else {
+                "-".to_string()
+            };
             println!(
                 "attempted={} answered={} completed={} failed={} rejected={} timeouts={} \
                  remote_hangups={} refers={} no_media={} keys_sent={} setup_mean_ms={:.1} \
-                 setup_max_ms={:.1} loadgen_cpu_ms={} wall_s={:.1}",
+                 setup_max_ms={:.1} setup_rate={:.1} rtp_sent={} rtp_dropped={} sendmmsg_calls={} \
+                 rtp_received={} recvmmsg_calls={} first_answer_unix_s={} loadgen_cpu_ms={} \
+                 wall_s={:.1}",
                 r.attempted,
                 r.answered,
                 r.completed,
@@ -79,10 +97,17 @@ fn main() -> ExitCode {
                 r.timeouts,
                 r.remote_hangups,
                 r.refers,
-                r.no_media,
+                no_media,
                 r.keys_sent,
                 r.setup_mean.as_secs_f64() * 1e3,
                 r.setup_max.as_secs_f64() * 1e3,
+                r.setup_rate,
+                r.rtp.sent,
+                r.rtp.dropped,
+                r.rtp.send_calls,
+                r.rtp.received,
+                r.rtp.recv_calls,
+                first_answer,
                 r.cpu.as_millis(),
                 r.wall.as_secs_f64()
             );

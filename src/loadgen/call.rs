@@ -209,6 +209,16 @@ impl Call {
         self.outcome
     }
 
+    /// When the INVITE was first sent.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// ivrd's RTP address for this call (from its SDP answer), once answered.
+    pub fn media_to(&self) -> Option<SocketAddr> {
+        self.up.as_ref().and_then(|u| u.media_to)
+    }
+
     /// INVITE to 2xx, once answered.
     pub fn setup_time(&self) -> Option<Duration> {
         self.up.as_ref().map(|u| u.answered_at - self.started)
