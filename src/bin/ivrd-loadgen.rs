@@ -32,6 +32,9 @@ struct Cli {
     /// sipfrag status reported for a REFER; "200 OK" completes transfers.
     #[arg(long, default_value = "486 Busy Here")]
     transfer_status: String,
+    /// Write the Call-IDs of answered calls (a 2xx seen), one per line, to this file at the end.
+    #[arg(long)]
+    answered_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,14 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(&opts)) {
         Ok(r) => {
+            if let Some(path) = &cli.answered_file {
+                let mut text = r.answered_call_ids.join("\n");
+                text.push('\n');
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("ivrd-loadgen: cannot write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
             println!(
                 "attempted={} answered={} completed={} failed={} rejected={} timeouts={} \
                  remote_hangups={} refers={} no_media={} keys_sent={} setup_mean_ms={:.1} \

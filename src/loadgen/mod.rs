@@ -132,6 +132,8 @@ pub struct Report {
     pub no_media: u32,
     pub refers: u32,
     pub keys_sent: u64,
+    /// Call-IDs of the calls that saw a 2xx to their INVITE (crash tests match cases by them).
+    pub answered_call_ids: Vec<String>,
     pub setup_mean: Duration,
     pub setup_max: Duration,
     /// The load generator's own user + system CPU time.
@@ -298,6 +300,7 @@ fn summarise(slots: &[Slot], report: &mut Report, buf: &mut [u8]) {
         report.keys_sent += call.keys_sent() as u64;
         if let Some(setup) = call.setup_time() {
             report.answered += 1;
+            report.answered_call_ids.push(call.call_id().to_string());
             setup_total += setup;
             report.setup_max = report.setup_max.max(setup);
             // One read: did any of ivrd's RTP reach this caller?
