@@ -40,28 +40,18 @@ SINK_PID=""
 LAUNCH_PID=""
 cleanup() {
     [[ -n "$LAUNCH_PID" ]] && kill "$LAUNCH_PID" 2>/dev/null || true
+    # The load generators the launcher started (by pid), if the script is stopped early.
+    [[ -f "$WORK/loadgen.pids" ]] && xargs -r kill <"$WORK/loadgen.pids" 2>/dev/null || true
     [[ -n "$SINK_PID" ]] && kill "$SINK_PID" 2>/dev/null || true
     if [[ -n "$IVRD_PID" ]] && kill -0 "$IVRD_PID" 2>/dev/null; then
         kill -TERM "$IVRD_PID"; wait "$IVRD_PID" || true
     fi
 }
 trap cleanup EXIT
+trap 'echo "soak.sh: line $LINENO failed" >&2' ERR
 
-# The intake backend: accepts every case (200) and logs its Idempotency-Key, so the outbox is
-# exercised and does not grow for an hour.
-python3 - "$WORK/sink.port" "$WORK/sink.keys" <<'PY' &
-import http.server, sys
-keys = open(sys.argv[2], "a", buffering=1)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        keys.write(self.headers.get("Idempotency-Key", "") + "\n")
-        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-open(sys.argv[1] + ".tmp", "w").write(str(s.server_address[1])); __import__("os").rename(sys.argv[1] + ".tmp", sys.argv[1])
-s.serve_forever()
-PY
+# The intake backend (accepts every case), so the outbox is exercised and does not grow for an hour.
+python3 "$ROOT/bench/intake_sink.py" "$WORK/sink.port" "$WORK/sink.keys" &
 SINK_PID=$!
 for _ in $(seq 1 100); do [[ -s "$WORK/sink.port" ]] && break; sleep 0.05; done
 SINK_PORT="$(cat "$WORK/sink.port")"
@@ -112,13 +102,15 @@ udp_sockets() {
     { awk 'NR > 1 { print "u", $10 }' /proc/net/udp /proc/net/udp6
       find "/proc/$IVRD_PID/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null \
         | sed -n 's/^socket:\[\([0-9]*\)\]$/f \1/p'; } \
-        | awk '$1 == "u" { udp[$2] = 1; next } ($2 in udp) { n++ } END { print n + 0 }'
+        | awk '$1 == "u" { udp[$2] = 1; next } ($2 in udp) { n++ } END { print n + 0 }' || true
 }
+# Entries vanish while find lists them under load (find then fails): count what was seen.
+count_entries() { find "$1" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true; }
 sample() { # t,phase,rss_kib,fds,threads,udp_sockets,calls_active,tasks_alive,outbox_pending
     local rss fds thr udp act tasks pend
     rss="$(awk '/^VmRSS:/ { print $2 }' "/proc/$IVRD_PID/status")"
-    fds="$(find "/proc/$IVRD_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
-    thr="$(find "/proc/$IVRD_PID/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+    fds="$(count_entries "/proc/$IVRD_PID/fd")"
+    thr="$(count_entries "/proc/$IVRD_PID/task")"
     udp="$(udp_sockets)"
     act="$(metric ivrd_calls_active)"; tasks="$(metric ivrd_runtime_tasks_alive)"
     pend="$(metric ivrd_outbox_pending_cases)"
@@ -142,6 +134,7 @@ PER_CHUNK="$(awk -v c="$CALLS" -v d="$CALL_SECS" -v k="$CHUNK" 'BEGIN { printf "
         (( n > 0 )) || break
         "$LOADGEN" --target "$SIP" --calls "$n" --rate "$RATE" --duration "${CALL_SECS}s" \
             --keys "$KEYS" >"$WORK/loadgen/chunk-$(printf %04d "$i").out" 2>&1 &
+        echo $! >>"$WORK/loadgen.pids"
         i=$(( i + 1 ))
         sleep "$(( left < CHUNK ? left : CHUNK ))"
     done
