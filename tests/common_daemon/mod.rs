@@ -167,6 +167,11 @@ impl Daemon {
         }
     }
 
+    /// The process id while it runs (for /proc samples).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The body of `GET /metrics`.
     pub fn scrape(&self) -> String {
         http_get(self.metrics, "/metrics")
