@@ -18,6 +18,7 @@ RATE="${RATE:-10}"
 CALL_SECS="${CALL_SECS:-20}"
 KEYS="${KEYS:-2s:2,18s:#}"
 KILLS="${KILLS:-4}"
+RTP_PORTS="${RTP_PORTS:-10000-29999}"   # another range lets it run beside bench/soak.sh
 SEED="${SEED:-$(( $(date +%s) % 100000 ))}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
@@ -68,7 +69,7 @@ max_calls = $(( CALLS + 100 ))
 drain_secs = 2
 
 [media]
-rtp_ports = "10000-29999"
+rtp_ports = "$RTP_PORTS"
 
 [dialplan]
 path = "$ROOT/dialplans/12345.toml"
