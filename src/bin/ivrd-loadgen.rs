@@ -38,6 +38,9 @@ struct Cli {
     /// the kernel drops it; no_media is printed as "-").
     #[arg(long, default_value = "sampled")]
     rtp_drain: RtpDrain,
+    /// Write the Call-IDs of answered calls (a 2xx seen), one per line, to this file at the end.
+    #[arg(long)]
+    answered_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,14 @@ fn main() -> ExitCode {
             } else {
                 "-".to_string()
             };
+            if let Some(path) = &cli.answered_file {
+                let mut text = r.answered_call_ids.join("\n");
+                text.push('\n');
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("ivrd-loadgen: cannot write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
             println!(
                 "attempted={} answered={} completed={} failed={} rejected={} timeouts={} \
                  remote_hangups={} refers={} no_media={} keys_sent={} setup_mean_ms={:.1} \

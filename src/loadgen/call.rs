@@ -224,6 +224,11 @@ impl Call {
         self.up.as_ref().map(|u| u.answered_at - self.started)
     }
 
+    /// The Call-ID of this call (what ivrd's case records as `call_id`).
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// REFERs ivrd sent in this call.
     pub fn refers(&self) -> u32 {
         self.refers

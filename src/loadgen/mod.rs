@@ -140,6 +140,8 @@ pub struct Report {
     pub media_checked: bool,
     pub refers: u32,
     pub keys_sent: u64,
+    /// Call-IDs of the calls that saw a 2xx to their INVITE (crash tests match cases by them).
+    pub answered_call_ids: Vec<String>,
     pub setup_mean: Duration,
     pub setup_max: Duration,
     /// Answered calls per second between the first INVITE and the last 2xx (the set-up rate
@@ -281,6 +283,7 @@ fn summarise(calls: &[Call], rtp: &SharedRtp, report: &mut Report) {
         report.keys_sent += call.keys_sent() as u64;
         if let Some(setup) = call.setup_time() {
             report.answered += 1;
+            report.answered_call_ids.push(call.call_id().to_string());
             setup_total += setup;
             report.setup_max = report.setup_max.max(setup);
             let answered_at = call.started() + setup;

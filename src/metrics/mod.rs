@@ -71,6 +71,9 @@ pub struct Metrics {
     media: media::MediaMetrics,
     recording: media::RecordingMetrics,
     outbox: outbox::OutboxMetrics,
+    /// Tokio tasks alive now, set at each scrape: a soak run's leak detector (a task per call
+    /// that never ends shows as a count that does not return to idle).
+    tasks_alive: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +125,10 @@ impl Metrics {
             media: media::MediaMetrics::register(&reg)?,
             recording: media::RecordingMetrics::register(&reg)?,
             outbox: outbox::OutboxMetrics::register(&reg)?,
+            tasks_alive: reg.gauge(
+                "ivrd_runtime_tasks_alive",
+                "Tokio tasks alive in the daemon's runtime, sampled when /metrics is scraped.",
+            )?,
             registry,
         };
         Ok(Arc::new(metrics))
@@ -143,6 +150,11 @@ impl Metrics {
             .dialplan
             .with_label_values(&[name, version, hash])
             .set(1);
+    }
+
+    /// Sets the alive-task gauge (from `tokio::runtime::Handle::metrics`).
+    pub fn set_runtime_tasks_alive(&self, tasks: usize) {
+        self.tasks_alive.set(register::as_gauge(tasks));
     }
 
     /// Counts a reload that replaced the plan (`ivrd_dialplan_reloads_total{result="succeeded"}`).

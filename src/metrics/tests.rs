@@ -11,7 +11,7 @@ use crate::sip::message::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 47] = [
+const EXPECTED_NAMES: [&str; 48] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -59,6 +59,7 @@ const EXPECTED_NAMES: [&str; 47] = [
     "ivrd_outbox_oldest_pending_age_seconds",
     "ivrd_outbox_deliveries_total",
     "ivrd_outbox_delivery_latency_seconds",
+    "ivrd_runtime_tasks_alive",
 ];
 
 /// Calls every helper once, so every family has at least one series.

@@ -131,6 +131,11 @@ pub async fn serve(
 }
 
 async fn scrape(State(state): State<AppState>) -> Response {
+    // Sampled here rather than on a timer: the value is only ever read by a scrape.
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    state.metrics.set_runtime_tasks_alive(tasks);
     match state.metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
         Err(err) => {

@@ -26,6 +26,9 @@ pub struct DaemonOptions {
     pub plan: PathBuf,
     /// More `[sip]` lines (e.g. `trusted`, per-source limits), one key per line.
     pub sip_extra: String,
+    /// Where the config file and the daemon's log go (the storage dir unless a test must keep
+    /// them off it, e.g. when the storage's file system is full).
+    pub run_dir: PathBuf,
 }
 
 impl DaemonOptions {
@@ -38,6 +41,7 @@ impl DaemonOptions {
         let _ = std::fs::remove_dir_all(&storage);
         std::fs::create_dir_all(&storage).expect("create storage dir");
         DaemonOptions {
+            run_dir: storage.clone(),
             storage,
             intake_url,
             max_calls: 200,
@@ -86,9 +90,20 @@ fn free_tcp_port() -> u16 {
 impl Daemon {
     /// Writes a config for `options` and starts the binary; returns once `/readyz` answers 200.
     pub fn start(options: &DaemonOptions) -> Daemon {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let sip: SocketAddr = ([127, 0, 0, 1], free_sip_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        Daemon::start_at(options, sip, metrics)
+    }
+
+    /// `kill -9`, then a new daemon on the same storage and the same addresses, so callers
+    /// retransmitting to the old one reach the new one; returns once it is ready again.
+    pub fn restart(&mut self, options: &DaemonOptions) {
+        self.kill9();
+        *self = Daemon::start_at(options, self.sip, self.metrics);
+    }
+
+    fn start_at(options: &DaemonOptions, sip: SocketAddr, metrics: SocketAddr) -> Daemon {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = format!(
             "[sip]\nlisten = [\"{sip}\"]\nmax_calls = {max}\ndrain_secs = 0\n{extra}\
              [dialplan]\npath = {plan:?}\n[prompts]\ndir = {prompts:?}\n\
@@ -101,10 +116,10 @@ impl Daemon {
             storage = options.storage,
             url = options.intake_url,
         );
-        let config_path = options.storage.join("ivrd-test.toml");
+        let config_path = options.run_dir.join("ivrd-test.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = options
-            .storage
+            .run_dir
             .join(format!("ivrd-{}.log", unique_suffix()));
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log handle");
@@ -157,6 +172,11 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process id while it runs (for /proc samples).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The body of `GET /metrics`.
