@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// RTP datagrams read from one call's socket per tick. A caller sends one per 20 ms (a few
-/// more around a key press or after a network stall); the cap bounds what a flood at one port
-/// can cost the worker, and the kernel drops the rest of such a flood.
-pub const MAX_RTP_READS_PER_TICK: usize = 32;
+/// RTP datagrams read from one call's socket per tick. A caller sends one per 20 ms; under a
+/// flood at the port the socket buffer (a few hundred datagrams) must be emptied every tick,
+/// or the caller's packets are dropped by the kernel behind the stranger's. The cap still
+/// bounds what a flood can cost the worker per tick.
+pub const MAX_RTP_READS_PER_TICK: usize = 1024;
 
 /// RTCP is read every this many ticks: reports come every few seconds and nothing in them is
 /// urgent, so polling every tick would be a wasted system call per call per tick.
@@ -141,7 +142,7 @@ pub struct CallMedia {
 #[derive(Default)]
 pub struct TickScratch {
     out: TickOutput,
-    batch: RecvBatch,
+    pub(crate) batch: RecvBatch,
 }
 
 /// The wall clock of one tick, read once for every call on it.
@@ -173,6 +174,17 @@ impl CallMedia {
             playing: None,
             notices,
             send_errors: 0,
+        }
+    }
+
+    /// Discards what was queued on the RTP port before the media started: the caller learns
+    /// the port from our answer, so a backlog is a stranger's (at most a few ms of the
+    /// caller's first audio is lost with it).
+    pub fn discard_backlog(&mut self, batch: &mut RecvBatch) {
+        for _ in 0..MAX_RTP_READS_PER_TICK / BATCH {
+            if !matches!(recv_batch(&self.rtp, batch), Ok(BATCH)) {
+                return;
+            }
         }
     }
 

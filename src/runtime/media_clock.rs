@@ -176,8 +176,9 @@ impl WorkerLoop {
                     notices,
                 } = *start;
                 session.align_clock(next_tick);
-                self.calls
-                    .push(CallMedia::new(key, session, rtp, rtcp, recorder, notices));
+                let mut call = CallMedia::new(key, session, rtp, rtcp, recorder, notices);
+                call.discard_backlog(&mut self.scratch.batch);
+                self.calls.push(call);
                 self.load.store(self.calls.len(), Ordering::Relaxed);
             }
             WorkerInput::Command(command) => {

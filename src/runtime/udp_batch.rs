@@ -12,7 +12,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// Datagrams one call can return.
-pub const BATCH: usize = 8;
+pub const BATCH: usize = 32;
 /// Bytes of the largest datagram read: an Ethernet MTU, more than any G.711 RTP packet. A
 /// longer one is returned empty (so that the RTP parser counts it as malformed) rather than
 /// cut to a prefix that might parse.
