@@ -26,6 +26,12 @@ use tokio::sync::mpsc::UnboundedSender;
 /// bounds what a flood can cost the worker per tick.
 pub const MAX_RTP_READS_PER_TICK: usize = 1024;
 
+/// Datagrams in one tick from which a socket counts as flooded: its buffer (a few hundred
+/// small datagrams at the default `rmem_max`) would overflow between two ticks and the kernel
+/// would drop the caller's packets behind the stranger's, so the clock also drains it between
+/// ticks (`media_clock`) until a tick reads fewer again.
+pub const FLOODED_READS_PER_TICK: usize = 64;
+
 /// RTCP is read every this many ticks: reports come every few seconds and nothing in them is
 /// urgent, so polling every tick would be a wasted system call per call per tick.
 pub const RTCP_READ_EVERY_TICKS: u64 = 10;
@@ -136,6 +142,10 @@ pub struct CallMedia {
     playing: Option<u64>,
     notices: UnboundedSender<MediaNotice>,
     send_errors: u64,
+    /// RTP datagrams read by [`Self::drain_flood`] since the last tick.
+    drained_since_tick: usize,
+    /// The last tick read [`FLOODED_READS_PER_TICK`] or more.
+    flooded: bool,
 }
 
 /// Buffers a worker reuses for every call on every tick.
@@ -174,6 +184,8 @@ impl CallMedia {
             playing: None,
             notices,
             send_errors: 0,
+            drained_since_tick: 0,
+            flooded: false,
         }
     }
 
@@ -235,7 +247,9 @@ impl CallMedia {
 
     /// One tick of the worker's clock: read what arrived, run what is due, send, record.
     pub fn on_tick(&mut self, clock: &TickClock, scratch: &mut TickScratch) {
-        self.read_rtp(clock.now, &mut scratch.batch);
+        let read = self.read_rtp(clock.now, &mut scratch.batch) + self.drained_since_tick;
+        self.flooded = read >= FLOODED_READS_PER_TICK;
+        self.drained_since_tick = 0;
         if (clock.count + self.key) % RTCP_READ_EVERY_TICKS == 0 {
             self.read_rtcp(clock.now, &mut scratch.batch);
         }
@@ -270,7 +284,21 @@ impl CallMedia {
         self.forward_events();
     }
 
-    fn read_rtp(&mut self, now: Instant, batch: &mut RecvBatch) {
+    /// Whether the clock should also drain this call's socket between ticks.
+    pub fn is_flooded(&self) -> bool {
+        self.flooded
+    }
+
+    /// Between ticks, for a flooded socket: reads what has queued, so that the caller's packets
+    /// find room in the socket buffer.
+    pub fn drain_flood(&mut self, now: Instant, batch: &mut RecvBatch) {
+        if self.flooded {
+            self.drained_since_tick += self.read_rtp(now, batch);
+        }
+    }
+
+    /// Reads what is queued, up to [`MAX_RTP_READS_PER_TICK`]; returns how many datagrams.
+    fn read_rtp(&mut self, now: Instant, batch: &mut RecvBatch) -> usize {
         let mut read = 0;
         while read < MAX_RTP_READS_PER_TICK {
             match recv_batch(&self.rtp, batch) {
@@ -278,17 +306,18 @@ impl CallMedia {
                     for (bytes, source) in batch.datagrams() {
                         self.session.on_rtp(now, source, bytes);
                     }
-                    if n < BATCH {
-                        return;
-                    }
                     read += n;
+                    if n < BATCH {
+                        break;
+                    }
                 }
                 // ICMP port unreachable from an earlier send surfaces here on Linux; the
                 // socket stays usable.
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => read += 1,
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        read
     }
 
     fn read_rtcp(&mut self, now: Instant, batch: &mut RecvBatch) {

@@ -245,3 +245,40 @@ fn finish_sends_rtcp_bye_and_hands_back_the_session() {
             .any(|w| w[0] & 0xC0 == 0x80 && w[1] == 203)
     );
 }
+
+#[test]
+fn a_flooded_socket_is_drained_between_ticks_until_a_quiet_tick() {
+    let mut r = rig();
+    let stranger = bind();
+    let to = r.ivrd_rtp;
+    let flood = |n: usize| {
+        for _ in 0..n {
+            stranger.send_to(&[0u8; 40], to).expect("send");
+        }
+    };
+    flood(FLOODED_READS_PER_TICK - 1);
+    r.tick(1);
+    assert!(!r.media.is_flooded(), "below the threshold");
+    flood(FLOODED_READS_PER_TICK);
+    r.tick(2);
+    assert!(r.media.is_flooded());
+    // Between ticks a flooded socket is read, and what was read counts for the next tick.
+    flood(10);
+    r.media.drain_flood(r.t0 + TICK * 2, &mut r.scratch.batch);
+    assert_eq!(
+        r.media.session.counters().malformed,
+        2 * FLOODED_READS_PER_TICK as u64 + 9
+    );
+    flood(FLOODED_READS_PER_TICK - 10);
+    r.tick(3);
+    assert!(r.media.is_flooded(), "10 drained + 54 at the tick");
+    r.tick(4);
+    assert!(!r.media.is_flooded(), "a quiet tick ends it");
+    // A socket that is not flooded is left to the tick.
+    flood(5);
+    r.media.drain_flood(r.t0 + TICK * 4, &mut r.scratch.batch);
+    assert_eq!(
+        r.media.session.counters().malformed,
+        3 * FLOODED_READS_PER_TICK as u64 - 1
+    );
+}

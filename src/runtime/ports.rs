@@ -5,6 +5,9 @@ use crate::sip::uas::RtpPortSource;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
+/// Receive buffer asked for on each RTP socket (the kernel doubles it for its bookkeeping).
+const RTP_RECV_BUFFER: usize = 512 * 1024;
+
 /// Bound RTP and RTCP sockets of one reserved port pair.
 #[derive(Debug)]
 pub struct RtpSockets {
@@ -54,6 +57,10 @@ impl RtpPortPool {
         let rtp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port)).ok()?;
         let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port + 1)).ok()?;
         rtp.set_nonblocking(true).ok()?;
+        // Room for a flood's backlog between two reads of the media clock, so that the
+        // caller's packets are not the ones the kernel drops. Only what is queued costs
+        // memory; the kernel caps the request at `net.core.rmem_max`.
+        let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(RTP_RECV_BUFFER);
         rtcp.set_nonblocking(true).ok()?;
         Some(RtpSockets { rtp, rtcp })
     }
