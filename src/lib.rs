@@ -11,3 +11,4 @@ pub mod media;
 pub mod metrics;
 pub mod runtime;
 pub mod sip;
+pub mod udp_batch;

@@ -15,8 +15,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::LoadgenError;
-use super::mmsg::{Flushed, MAX_BATCH, RecvBatch, SendBatch, set_recv_buffer};
 use crate::media::rtp::RTP_HEADER_LEN;
+use crate::udp_batch::{Flushed, MAX_BATCH, RecvBatch, SendBatch, set_recv_buffer};
 
 /// Bytes of each received datagram we look at: the RTP fixed header.
 const RECV_SLOT: usize = RTP_HEADER_LEN;
@@ -215,8 +215,10 @@ impl SharedRtp {
         while let Ok(n) = inbox.recv(&self.socket) {
             self.stats.recv_calls += 1;
             self.stats.received += n as u64;
-            for (source, _) in inbox.iter() {
-                let Some(source) = source else { continue };
+            for datagram in inbox.iter() {
+                let Some(source) = datagram.source else {
+                    continue;
+                };
                 let tag = self.call_by_port[usize::from(source.port())];
                 if let Some(index) = (tag as usize).checked_sub(1) {
                     if self.received.len() <= index {

@@ -9,7 +9,6 @@
 
 pub mod call;
 pub mod media;
-pub mod mmsg;
 pub mod text;
 
 use std::net::SocketAddr;

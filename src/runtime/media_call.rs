@@ -12,7 +12,7 @@ use crate::media::prompt::Prompt;
 use crate::media::rtcp::NtpTimestamp;
 use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput};
 use crate::runtime::recorder::{CallRecorder, MessageRecorder};
-use crate::runtime::udp_batch::{BATCH, RecvBatch, recv_batch};
+use crate::udp_batch::RecvBatch;
 use bytes::Bytes;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -148,11 +148,26 @@ pub struct CallMedia {
     flooded: bool,
 }
 
+/// Datagrams read with one `recvmmsg`.
+const RECV_BATCH: usize = 32;
+/// Bytes of the largest datagram read whole: an Ethernet MTU, more than any G.711 RTP packet.
+/// A longer one reaches the session empty, so that it is counted as malformed rather than cut
+/// to a prefix that might parse.
+const DATAGRAM_BYTES: usize = 1500;
+
 /// Buffers a worker reuses for every call on every tick.
-#[derive(Default)]
 pub struct TickScratch {
     out: TickOutput,
     pub(crate) batch: RecvBatch,
+}
+
+impl Default for TickScratch {
+    fn default() -> Self {
+        TickScratch {
+            out: TickOutput::default(),
+            batch: RecvBatch::new(RECV_BATCH, DATAGRAM_BYTES),
+        }
+    }
 }
 
 /// The wall clock of one tick, read once for every call on it.
@@ -193,8 +208,8 @@ impl CallMedia {
     /// the port from our answer, so a backlog is a stranger's (at most a few ms of the
     /// caller's first audio is lost with it).
     pub fn discard_backlog(&mut self, batch: &mut RecvBatch) {
-        for _ in 0..MAX_RTP_READS_PER_TICK / BATCH {
-            if !matches!(recv_batch(&self.rtp, batch), Ok(BATCH)) {
+        for _ in 0..MAX_RTP_READS_PER_TICK / RECV_BATCH {
+            if !matches!(batch.recv(&self.rtp), Ok(RECV_BATCH)) {
                 return;
             }
         }
@@ -301,13 +316,20 @@ impl CallMedia {
     fn read_rtp(&mut self, now: Instant, batch: &mut RecvBatch) -> usize {
         let mut read = 0;
         while read < MAX_RTP_READS_PER_TICK {
-            match recv_batch(&self.rtp, batch) {
+            match batch.recv(&self.rtp) {
                 Ok(n) => {
-                    for (bytes, source) in batch.datagrams() {
-                        self.session.on_rtp(now, source, bytes);
+                    for datagram in batch.iter() {
+                        let bytes = if datagram.truncated {
+                            &[][..]
+                        } else {
+                            datagram.bytes
+                        };
+                        if let Some(source) = datagram.source {
+                            self.session.on_rtp(now, source, bytes);
+                        }
                     }
                     read += n;
-                    if n < BATCH {
+                    if n < RECV_BATCH {
                         break;
                     }
                 }
@@ -322,9 +344,9 @@ impl CallMedia {
 
     fn read_rtcp(&mut self, now: Instant, batch: &mut RecvBatch) {
         // One batch: reports come every few seconds, so more than that is not RTCP's pace.
-        if recv_batch(&self.rtcp, batch).is_ok() {
-            for (bytes, _) in batch.datagrams() {
-                self.session.on_rtcp(now, bytes);
+        if batch.recv(&self.rtcp).is_ok() {
+            for datagram in batch.iter().filter(|d| !d.truncated) {
+                self.session.on_rtcp(now, datagram.bytes);
             }
         }
     }

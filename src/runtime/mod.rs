@@ -16,6 +16,5 @@ pub mod recorder;
 pub mod recording_repair;
 pub mod server;
 pub mod transport;
-pub mod udp_batch;
 
 pub use server::{Server, ServerError};

@@ -59,8 +59,8 @@ impl RtpPortPool {
         rtp.set_nonblocking(true).ok()?;
         // Room for a flood's backlog between two reads of the media clock, so that the
         // caller's packets are not the ones the kernel drops. Only what is queued costs
-        // memory; the kernel caps the request at `net.core.rmem_max`.
-        let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(RTP_RECV_BUFFER);
+        // memory; without CAP_NET_ADMIN the kernel caps the request at `net.core.rmem_max`.
+        let _ = crate::udp_batch::set_recv_buffer(&rtp, RTP_RECV_BUFFER);
         rtcp.set_nonblocking(true).ok()?;
         Some(RtpSockets { rtp, rtcp })
     }

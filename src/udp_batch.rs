@@ -1,11 +1,12 @@
-//! Batched UDP I/O for the load generator's shared RTP socket: `sendmmsg(2)` sends one tick's
-//! packets (every call's audio frame and key packets, each to its own ivrd port) in one system
-//! call, and `recvmmsg(2)` drains ivrd's RTP to us in batches. At thousands of calls the per-call
-//! `sendto` was most of the generator's CPU; the kernel's per-packet work stays, the per-packet
-//! syscall entry and descriptor lookup go.
+//! Batched UDP I/O: `sendmmsg(2)` sends many datagrams (each to its own address) in one system
+//! call and `recvmmsg(2)` reads what is queued in one, without blocking. Two users:
+//! - the media clock (`runtime::media_call`) drains each call's RTP socket once per 20 ms tick:
+//!   with `recv_from` that was two calls per socket per tick (the packet, then the `EAGAIN`);
+//! - `ivrd-loadgen` sends one tick of every call's audio from one socket and drains ivrd's RTP.
 //!
-//! The two unsafe blocks only hand the kernel pointers into buffers that [`SendBatch`] and
-//! [`RecvBatch`] own and do not touch during the call; the safe API cannot make them dangle.
+//! std and socket2 offer neither call, so this is where the `unsafe` is. The unsafe blocks only
+//! hand the kernel pointers into buffers that [`SendBatch`] and [`RecvBatch`] own and do not
+//! touch during the call; the safe API cannot make them dangle.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -141,14 +142,35 @@ impl SendBatch {
 }
 
 /// Buffers for receiving up to `capacity` datagrams in one `recvmmsg`. Each is cut to `slot`
-/// bytes (the kernel discards the rest): enough for an RTP header when only the source and the
-/// header are of interest.
+/// bytes (the kernel discards the rest) and flagged as [`Datagram::truncated`]: the load
+/// generator reads only RTP headers that way, the media clock refuses such packets.
 pub struct RecvBatch {
     slot: usize,
     data: Vec<u8>,
     lens: Vec<usize>,
+    truncated: Vec<bool>,
     names: Vec<libc::sockaddr_storage>,
+    /// The kernel's view of the buffers above, rebuilt in place before each call (no
+    /// allocation on the packet path).
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
     received: usize,
+}
+
+// SAFETY: the raw pointers in `iov` and `hdrs` only ever point into this struct's own heap
+// buffers and are rewritten before every use; moving the struct to another thread moves the
+// buffers with it.
+unsafe impl Send for RecvBatch {}
+
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// Where it came from (`None` only for an address family UDP does not use).
+    pub source: Option<SocketAddr>,
+    /// Its bytes, at most the batch's slot.
+    pub bytes: &'a [u8],
+    /// It was longer than the slot and `bytes` is its beginning only.
+    pub truncated: bool,
 }
 
 impl RecvBatch {
@@ -160,8 +182,11 @@ impl RecvBatch {
             slot,
             data: vec![0; capacity * slot],
             lens: vec![0; capacity],
+            truncated: vec![false; capacity],
             // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
             names: vec![unsafe { zeroed() }; capacity],
+            iov: Vec::with_capacity(capacity),
+            hdrs: Vec::with_capacity(capacity),
             received: 0,
         }
     }
@@ -173,20 +198,21 @@ impl RecvBatch {
 
     /// Receives what is queued on `socket` without blocking, up to [`RecvBatch::capacity`]
     /// datagrams, replacing the previous batch. Returns how many arrived (0 when none were
-    /// queued).
+    /// queued). `ECONNREFUSED` reports an ICMP error from an earlier send; the socket stays
+    /// usable.
     pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<usize> {
         let n = self.capacity();
         let data = self.data.as_mut_ptr();
         let names = self.names.as_mut_ptr();
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(n);
+        self.iov.clear();
         for i in 0..n {
-            iov.push(libc::iovec {
+            self.iov.push(libc::iovec {
                 iov_base: data.wrapping_add(i * self.slot).cast(),
                 iov_len: self.slot,
             });
         }
-        let iov_base = iov.as_mut_ptr();
-        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(n);
+        let iov_base = self.iov.as_mut_ptr();
+        self.hdrs.clear();
         for i in 0..n {
             // SAFETY: msghdr is plain data for which all-zero is a valid (empty) value.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
@@ -194,7 +220,7 @@ impl RecvBatch {
             hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = iov_base.wrapping_add(i);
             hdr.msg_iovlen = 1;
-            hdrs.push(libc::mmsghdr {
+            self.hdrs.push(libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
             });
@@ -206,7 +232,7 @@ impl RecvBatch {
             let r = unsafe {
                 libc::recvmmsg(
                     socket.as_fd().as_raw_fd(),
-                    hdrs.as_mut_ptr(),
+                    self.hdrs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
@@ -222,22 +248,24 @@ impl RecvBatch {
                 _ => return Err(e),
             }
         };
-        for (len, hdr) in self.lens.iter_mut().zip(&hdrs).take(r) {
+        for (i, hdr) in self.hdrs.iter().enumerate().take(r) {
             // msg_len is the datagram's bytes copied into our slot (at most `slot`).
-            *len = (hdr.msg_len as usize).min(self.slot);
+            self.lens[i] = (hdr.msg_len as usize).min(self.slot);
+            self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         }
         self.received = r;
         Ok(r)
     }
 
-    /// The datagrams of the last [`RecvBatch::recv`]: source and the (possibly cut) bytes.
-    pub fn iter(&self) -> impl Iterator<Item = (Option<SocketAddr>, &[u8])> + '_ {
+    /// The datagrams of the last [`RecvBatch::recv`], in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = Datagram<'_>> + '_ {
         (0..self.received).map(move |i| {
             let at = i * self.slot;
-            (
-                socket_addr(&self.names[i]),
-                &self.data[at..at + self.lens[i]],
-            )
+            Datagram {
+                source: socket_addr(&self.names[i]),
+                bytes: &self.data[at..at + self.lens[i]],
+                truncated: self.truncated[i],
+            }
         })
     }
 }
@@ -322,17 +350,54 @@ mod tests {
         // Loopback delivery happens inside sendmmsg, so everything is queued already.
         let mut recv = RecvBatch::new(16, 12);
         assert_eq!(recv.recv(&rx_a).unwrap(), 3);
-        let got: Vec<_> = recv.iter().map(|(s, b)| (s, b.to_vec())).collect();
-        for (k, (source, bytes)) in got.iter().enumerate() {
-            assert_eq!(*source, Some(tx.local_addr().unwrap()));
-            // 20-byte datagrams cut to the 12-byte slot, in send order 0, 2, 4.
-            assert_eq!(bytes, &vec![(2 * k) as u8; 12]);
+        for (k, d) in recv.iter().enumerate() {
+            assert_eq!(d.source, Some(tx.local_addr().unwrap()));
+            // 20-byte datagrams cut to the 12-byte slot, in send order 0, 2, 4, and flagged.
+            assert_eq!(d.bytes, &vec![(2 * k) as u8; 12]);
+            assert!(d.truncated);
         }
         assert_eq!(recv.recv(&rx_b).unwrap(), 3);
         assert_eq!(
             recv.recv(&rx_b).unwrap(),
             0,
             "drained: no datagram, no error"
+        );
+    }
+
+    #[test]
+    fn nothing_queued_is_zero_and_a_batch_reads_in_order_up_to_its_capacity() {
+        let (rx, tx) = (bound(), bound());
+        let mut recv = RecvBatch::new(8, 1500);
+        assert_eq!(recv.recv(&rx).unwrap(), 0);
+        assert_eq!(recv.iter().count(), 0);
+        for i in 0..11u8 {
+            tx.send_to(&vec![i; 10 + usize::from(i)], rx.local_addr().unwrap())
+                .unwrap();
+        }
+        assert_eq!(recv.recv(&rx).unwrap(), 8);
+        for (i, d) in recv.iter().enumerate() {
+            assert_eq!(d.bytes, vec![i as u8; 10 + i].as_slice());
+            assert_eq!(d.source, Some(tx.local_addr().unwrap()));
+            assert!(!d.truncated);
+        }
+        assert_eq!(recv.recv(&rx).unwrap(), 3);
+        assert_eq!(recv.recv(&rx).unwrap(), 0);
+    }
+
+    #[test]
+    fn ipv6_sources_are_read_back() {
+        let Ok(rx) = UdpSocket::bind("[::1]:0") else {
+            // No IPv6 loopback on this machine: the IPv4 tests cover the call itself.
+            return;
+        };
+        let tx = UdpSocket::bind("[::1]:0").unwrap();
+        tx.send_to(b"six", rx.local_addr().unwrap()).unwrap();
+        let mut recv = RecvBatch::new(4, 64);
+        assert_eq!(recv.recv(&rx).unwrap(), 1);
+        let d = recv.iter().next().unwrap();
+        assert_eq!(
+            (d.bytes, d.source),
+            (&b"six"[..], Some(tx.local_addr().unwrap()))
         );
     }
 
@@ -361,8 +426,8 @@ mod tests {
         let mut recv = RecvBatch::new(4, 16);
         assert_eq!(recv.recv(&rx).unwrap(), 1);
         assert_eq!(
-            recv.iter().next().map(|(_, b)| b.to_vec()),
-            Some(b"kept".to_vec())
+            recv.iter().next().map(|d| (d.bytes.to_vec(), d.truncated)),
+            Some((b"kept".to_vec(), false))
         );
     }
 
