@@ -1,6 +1,7 @@
 //! Routing of received messages: parse, find the transaction or dialog, or answer statelessly.
 //! INVITE-specific handling lives in `invite.rs`.
 
+use super::invite::random_token;
 use super::{Destination, Endpoint, Inbound, Output, RtpPortSource, TimerKey};
 use crate::sip::header::{CSeq, HeaderError, NameAddr, Transport, Via, split_list};
 use crate::sip::message::{self, Headers, Message, Method, Request, Response};
@@ -197,8 +198,8 @@ impl Endpoint {
                     &req,
                     &inbound,
                     dest,
-                    400,
-                    "CSeq method does not match the request",
+                    (400, "CSeq method does not match the request"),
+                    &[],
                 );
             }
             Err(err) => {
@@ -207,12 +208,12 @@ impl Endpoint {
                     self.counters.dropped += 1;
                     return;
                 }
-                return self.reject_stateless(&req, &inbound, dest, 400, &err.to_string());
+                return self.reject_stateless(&req, &inbound, dest, (400, &err.to_string()), &[]);
             }
         };
         if req.method != Method::Ack {
             if let Err((code, reason)) = check_request_uri(&req.uri) {
-                return self.reject_stateless(&req, &inbound, dest, code, reason);
+                return self.reject_stateless(&req, &inbound, dest, (code, reason), &[]);
             }
         }
         if !matches!(req.method, Method::Invite | Method::Ack)
@@ -245,25 +246,30 @@ impl Endpoint {
             self.counters.dropped += 1;
             return;
         }
-        self.reject_stateless(req, inbound, dest, 403, reason_phrase(403));
+        self.reject_stateless(req, inbound, dest, (403, reason_phrase(403)), &[]);
     }
 
-    fn reject_stateless(
+    /// Answers `req` without a transaction (RFC 3261 §8.2.7), with a fresh To tag when the
+    /// request has none (§8.2.6.2) and any `extra` headers (e.g. Retry-After).
+    pub(super) fn reject_stateless(
         &mut self,
         req: &Request,
         inbound: &Inbound<'_>,
         dest: Destination,
-        code: u16,
-        reason: &str,
+        (code, reason): (u16, &str),
+        extra: &[(&str, &str)],
     ) {
         tracing::debug!(source = %inbound.source, code, reason, "rejected request");
         let method = req.method.clone();
+        let tag = random_token();
         let bytes = build_response(
             req,
             code,
             reason,
             &ResponseParts {
+                to_tag: Some(&tag),
                 source: Some(inbound.source),
+                extra,
                 ..Default::default()
             },
         );

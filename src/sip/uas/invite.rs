@@ -148,18 +148,7 @@ impl Endpoint {
             return;
         }
         tracing::warn!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE from an untrusted source refused (403)");
-        let tag = random_token();
-        let parts = ResponseParts {
-            to_tag: Some(&tag),
-            source: Some(inbound.source),
-            ..Default::default()
-        };
-        self.transmit_response(
-            dest,
-            &Method::Invite,
-            403,
-            build_response(req, 403, reason_phrase(403), &parts),
-        );
+        self.reject_stateless(req, inbound, dest, (403, reason_phrase(403)), &[]);
     }
 
     /// A trusted source starting calls faster than its INVITE rate: a stateless 503 with
@@ -176,16 +165,14 @@ impl Endpoint {
         self.counters.overload_rejected += 1;
         self.counters.source_limited += 1;
         tracing::debug!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE over the per-source rate; 503");
-        let tag = random_token();
         let retry = self.cfg.retry_after_secs.to_string();
-        let parts = ResponseParts {
-            to_tag: Some(&tag),
-            source: Some(inbound.source),
-            extra: &[("Retry-After", retry.as_str())],
-            ..Default::default()
-        };
-        let bytes = build_response(req, 503, reason_phrase(503), &parts);
-        self.transmit_response(dest, &Method::Invite, 503, bytes);
+        self.reject_stateless(
+            req,
+            inbound,
+            dest,
+            (503, reason_phrase(503)),
+            &[("Retry-After", retry.as_str())],
+        );
     }
 
     /// Policy and negotiation for a trusted trunk's new call, in the order an operator expects

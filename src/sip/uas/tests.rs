@@ -364,6 +364,8 @@ fn malformed_and_unsupported_requests() {
     let out = h.send(&no_callid);
     assert_eq!(codes(&out), [400]);
     assert_eq!(responses(&out)[0].reason, "missing Call-ID header");
+    // Stateless or not, a final response carries a To tag (RFC 3261 §8.2.6.2).
+    assert!(!to_tag(&responses(&out)[0]).is_empty());
     let bad_len = invite("z9hG4bK2", "c", OFFER).replace(
         &format!("Content-Length: {}", OFFER.len()),
         "Content-Length: 9999",
