@@ -15,7 +15,7 @@
 mod common_daemon;
 mod common_http;
 
-use common_daemon::{Daemon, DaemonOptions, case_validator, check_case, spool_cases};
+use common_daemon::{Daemon, DaemonOptions, case_validator, check_case, metric, spool_cases};
 use common_http::Receiver;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -27,12 +27,6 @@ const RATE: &str = "5";
 const CALL_SECS: &str = "6s";
 const KEYS: &str = "1s:2,5s:#";
 const KILLS: usize = 2;
-
-/// One unlabelled sample from a `/metrics` body.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "kills and restarts the daemon under load; about 30 s"]

@@ -13,10 +13,10 @@ mod common_daemon;
 use common::media::tone_alaw;
 use common::sipp::{SIPP, finish_sipp, spawn_sipp, work_dir};
 use common::{Leg, UdpPeer, branch, sdp_offer};
-use common_daemon::{Daemon, DaemonOptions};
+use common_daemon::{Daemon, DaemonOptions, metric, wait_for};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TRUNK_IP: &str = "127.0.0.2";
 const TRUSTED_CALLS: u32 = 10;
@@ -40,30 +40,8 @@ impl Drop for Flooder {
     }
 }
 
-/// The value of the sample whose name and labels are exactly `series`, if exported.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    metric(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 /// A raw-SIP peer bound on the trunk's address.
@@ -99,7 +77,7 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
     );
     wait_for("ivrd refusing the flood", Duration::from_secs(30), || {
         let text = ivrd.scrape();
-        (sample(&text, "ivrd_sip_acl_rejections_total")? >= FLOOD_SEEN).then_some(())
+        (metric(&text, "ivrd_sip_acl_rejections_total")? >= FLOOD_SEEN).then_some(())
     });
 
     let dir = work_dir();
@@ -116,7 +94,7 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
     finish_sipp(sipp, TRUSTED_CALLS, &dir);
     // Metrics are brought up to date as ivrd works; no call left means the BYEs are in them.
     wait_for("the trusted calls ended", Duration::from_secs(20), || {
-        (sample(&ivrd.scrape(), "ivrd_calls_active")? == 0.0).then_some(())
+        (metric(&ivrd.scrape(), "ivrd_calls_active")? == 0.0).then_some(())
     });
     // The flood covered every call: it is still running now. (OPTIONS below are answered
     // while it runs.)
@@ -133,8 +111,8 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
         Duration::from_secs(10),
         || {
             let text = ivrd.scrape();
-            let acl = sample(&text, "ivrd_sip_acl_rejections_total")?;
-            let rejected = sample(&text, "ivrd_calls_rejected_total{reason=\"acl\"}")?;
+            let acl = metric(&text, "ivrd_sip_acl_rejections_total")?;
+            let rejected = metric(&text, "ivrd_calls_rejected_total{reason=\"acl\"}")?;
             (acl == rejected).then_some(text)
         },
     );
@@ -206,7 +184,7 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
             .all(|(c, retry)| *c != 503 || retry.as_deref() == Some("30"))
     );
     let limited_total = wait_for("the 503s in the metrics", Duration::from_secs(10), || {
-        let n = sample(&ivrd.scrape(), "ivrd_sip_source_limited_total")?;
+        let n = metric(&ivrd.scrape(), "ivrd_sip_source_limited_total")?;
         (n >= 1.0 + limited as f64).then_some(n)
     });
     assert_eq!(limited_total, 1.0 + limited as f64);

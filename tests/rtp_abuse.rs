@@ -12,30 +12,13 @@ mod common_daemon;
 
 use common::media::{KEYS, assert_keys, dtmf_alaw, wait_for_cases};
 use common::sipp::{SIPP, finish_sipp, spawn_sipp, work_dir};
-use common_daemon::{Daemon, DaemonOptions};
+use common_daemon::{Daemon, DaemonOptions, metric, wait_for};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CALLS: u32 = 3;
 const FLOOD_PACKETS: u64 = 50_000;
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The value of `name` (a sample without labels) in a scrape.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 /// The value of `key=` in a log line (span fields and event fields alike).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -102,7 +85,7 @@ fn a_third_party_rtp_flood_neither_breaks_nor_steers_a_call() {
     }
     eprintln!("ivrd-flood to port {rtp_port}: {}", report.trim());
     // Media counters reach the metrics when a call ends; every call has ended now.
-    let unexpected = sample(&ivrd.scrape(), "ivrd_rtp_packets_unexpected_source_total")
+    let unexpected = metric(&ivrd.scrape(), "ivrd_rtp_packets_unexpected_source_total")
         .expect("the unexpected-source counter is exported");
     eprintln!("ivrd_rtp_packets_unexpected_source_total {unexpected}");
     assert!(

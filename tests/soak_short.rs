@@ -11,7 +11,7 @@
 mod common_daemon;
 mod common_http;
 
-use common_daemon::{Daemon, DaemonOptions};
+use common_daemon::{Daemon, DaemonOptions, metric};
 use common_http::Receiver;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -26,11 +26,6 @@ struct Sample {
     fds: usize,
     udp_sockets: usize,
     tasks_alive: u64,
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Inodes of the UDP sockets on this host (IPv4 and IPv6 tables).
