@@ -228,8 +228,13 @@ fn caller_audio_reaches_the_recorder_channel() {
     );
 }
 
-#[test]
-fn rfc4733_and_inband_for_the_same_press_report_once() {
+/// Runs `ticks` ticks of a caller who sends an RFC 4733 key 5 from tick 5 and an in-band tone
+/// of `freqs` during `inband`, and returns the digits the session reported.
+fn rfc4733_key_5_with_inband(
+    ticks: usize,
+    inband: std::ops::Range<usize>,
+    freqs: [f64; 2],
+) -> Vec<(Digit, DtmfMethod)> {
     let t0 = Instant::now();
     let mut s = MediaSession::new(t0, params(), 0.5).expect("session");
     let mut caller = Caller::new();
@@ -237,10 +242,9 @@ fn rfc4733_and_inband_for_the_same_press_report_once() {
     let events: Vec<_> =
         Rfc4733Encoder::new(Digit::D5, 5000, Duration::from_millis(100), 10).collect();
     let mut buf = [0u8; 64];
-    let (_, _) = run(&mut s, t0, 30, |tick, now, s| {
-        // Key 5 = 770 Hz + 1336 Hz, in-band at -10 dBm0-ish, during ticks 5..15.
-        let frame = if (5..15).contains(&tick) {
-            tone(&[770.0, 1336.0], 5000.0, tick)
+    run(&mut s, t0, ticks, |tick, now, s| {
+        let frame = if inband.contains(&tick) {
+            tone(&freqs, 5000.0, tick)
         } else {
             [0; FRAME_SAMPLES]
         };
@@ -256,49 +260,25 @@ fn rfc4733_and_inband_for_the_same_press_report_once() {
             s.on_rtp(now, src, &buf[..n]);
         }
     });
-    let digits: Vec<_> = std::iter::from_fn(|| s.poll_event())
+    std::iter::from_fn(|| s.poll_event())
         .filter_map(|e| match e {
             MediaEvent::Digit(d) => Some((d.digit, d.method)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn rfc4733_and_inband_for_the_same_press_report_once() {
+    // Key 5 = 770 Hz + 1336 Hz, in-band at -10 dBm0-ish too, during ticks 5..15.
+    let digits = rfc4733_key_5_with_inband(30, 5..15, [770.0, 1336.0]);
     assert_eq!(digits, [(Digit::D5, DtmfMethod::Rfc4733)]);
 }
 
 #[test]
 fn inband_detection_stops_after_the_first_rfc4733_key() {
-    let t0 = Instant::now();
-    let mut s = MediaSession::new(t0, params(), 0.5).expect("session");
-    let mut caller = Caller::new();
-    let src: SocketAddr = CALLER.parse().expect("addr");
-    let events: Vec<_> =
-        Rfc4733Encoder::new(Digit::D5, 5000, Duration::from_millis(100), 10).collect();
-    let mut buf = [0u8; 64];
-    run(&mut s, t0, 60, |tick, now, s| {
-        // An in-band-only key 1 (697 + 1209 Hz) long after the RFC 4733 key 5.
-        let frame = if (30..40).contains(&tick) {
-            tone(&[697.0, 1209.0], 5000.0, tick)
-        } else {
-            [0; FRAME_SAMPLES]
-        };
-        s.on_rtp(now, src, caller.frame(&frame));
-        for e in events
-            .iter()
-            .filter(|e| e.send_offset.as_millis() as usize / 20 + 5 == tick)
-        {
-            let n = caller
-                .tx
-                .write_event_packet(101, e.marker, e.timestamp, &e.payload, &mut buf)
-                .expect("event");
-            s.on_rtp(now, src, &buf[..n]);
-        }
-    });
-    let digits: Vec<_> = std::iter::from_fn(|| s.poll_event())
-        .filter_map(|e| match e {
-            MediaEvent::Digit(d) => Some((d.digit, d.method)),
-            _ => None,
-        })
-        .collect();
+    // An in-band-only key 1 (697 + 1209 Hz) long after the RFC 4733 key 5.
+    let digits = rfc4733_key_5_with_inband(60, 30..40, [697.0, 1209.0]);
     assert_eq!(digits, [(Digit::D5, DtmfMethod::Rfc4733)]);
 }
 
