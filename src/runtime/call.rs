@@ -372,9 +372,9 @@ impl CallTask {
         now: Instant,
         id: u64,
         field: &str,
-        tap: (Duration, Option<Duration>),
+        max: Duration,
+        silence_end: Option<Duration>,
     ) {
-        let (max, silence_end) = tap;
         self.messages_taken += 1;
         let name = RecordingName::for_message(&self.info.call_id, self.date, self.messages_taken);
         let recorder = self.shared.recorder.as_ref().and_then(|w| {
@@ -433,7 +433,7 @@ impl CallTask {
                     field,
                     max,
                     silence_end,
-                } => self.start_message(now, id, &field, (max, silence_end)),
+                } => self.start_message(now, id, &field, max, silence_end),
                 Action::StopRecording { .. } => {
                     self.media.send(MediaCommand::StopMessage);
                 }

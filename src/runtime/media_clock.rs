@@ -97,6 +97,7 @@ impl MediaClock {
         Some(MediaLink {
             key,
             inputs: worker.inputs.clone(),
+            finished: false,
         })
     }
 }
@@ -106,11 +107,14 @@ impl MediaClock {
 pub struct MediaLink {
     key: u64,
     inputs: mpsc::Sender<(u64, WorkerInput)>,
+    /// `Finish` was sent; the drop need not send it again.
+    finished: bool,
 }
 
 impl MediaLink {
     /// Sends a command; false when the worker is gone.
-    pub fn send(&self, command: MediaCommand) -> bool {
+    pub fn send(&mut self, command: MediaCommand) -> bool {
+        self.finished |= matches!(command, MediaCommand::Finish);
         self.inputs
             .send((self.key, WorkerInput::Command(command)))
             .is_ok()
@@ -119,10 +123,11 @@ impl MediaLink {
 
 impl Drop for MediaLink {
     fn drop(&mut self) {
-        // Ignored by the worker when the call has already finished.
-        let _ = self
-            .inputs
-            .send((self.key, WorkerInput::Command(MediaCommand::Finish)));
+        if !self.finished {
+            let _ = self
+                .inputs
+                .send((self.key, WorkerInput::Command(MediaCommand::Finish)));
+        }
     }
 }
 
@@ -285,7 +290,7 @@ mod tests {
         let clock = MediaClock::start(1, Metrics::new().expect("metrics")).expect("clock");
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (start, mut rx) = start_media(caller.local_addr().expect("addr"));
-        let link = clock.start_call(start).expect("started");
+        let mut link = clock.start_call(start).expect("started");
         let prompt = Arc::new(Prompt::from_samples(
             PromptId::new("test/p").expect("id"),
             &[1000i16; 3 * FRAME_SAMPLES],
@@ -325,23 +330,23 @@ mod tests {
         let (a, mut rx_a) = start_media(addr);
         let (b, mut rx_b) = start_media(addr);
         let link_a = clock.start_call(a).expect("a");
-        // The first worker's count is updated by its thread; wait until it took the call.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while clock.workers[0].calls.load(Ordering::Relaxed) == 0 {
-                tokio::task::yield_now().await;
+        // A worker's count is updated by its thread; wait until it took the call.
+        let took = |w: usize, what: &'static str| {
+            let calls = clock.workers[w].calls.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    while calls.load(Ordering::Relaxed) == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .expect(what)
             }
-        })
-        .await
-        .expect("the first worker took the first call");
+        };
+        took(0, "the first worker took the first call").await;
         let link_b = clock.start_call(b).expect("b");
         // The second call goes to the idle worker, not the one holding the first.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while clock.workers[1].calls.load(Ordering::Relaxed) == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the second worker took the second call");
+        took(1, "the second worker took the second call").await;
         assert_eq!(clock.workers[0].calls.load(Ordering::Relaxed), 1);
         drop(link_a);
         assert!(matches!(next(&mut rx_a).await, MediaNotice::Finished(_)));
