@@ -20,15 +20,9 @@ KEYS="${KEYS:-2s:2,18s:#}"
 KILLS="${KILLS:-4}"
 RTP_PORTS="${RTP_PORTS:-10000-29999}"   # another range lets it run beside bench/soak.sh
 SEED="${SEED:-$(( $(date +%s) % 100000 ))}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
-if [[ -z "${IVRD_BIN:-}" || -z "${LOADGEN_BIN:-}" ]]; then
-    echo "== building release binaries" >&2
-    (cd "$ROOT" && cargo build --release --quiet --bins)
-fi
-IVRD="${IVRD_BIN:-$TARGET_DIR/release/ivrd}"
-LOADGEN="${LOADGEN_BIN:-$TARGET_DIR/release/ivrd-loadgen}"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd ivrd-loadgen
 
 WORK="${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/ivrd-crash.XXXXXX")}"
 mkdir -p "$WORK/bodies"

@@ -41,16 +41,10 @@ trap stop_all EXIT
 for tool in sipp dumpcap sox python3; do
     command -v "$tool" >/dev/null || { echo "flood: $tool not found" >&2; exit 2; }
 done
-BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-if [[ -z "${IVRD_BIN:-}" || -z "${FLOOD_BIN:-}" ]]; then
-    echo "== building the release binaries"
-    (cd "$ROOT" && cargo build --release --quiet --bin ivrd --bin ivrd-flood)
-fi
-IVRD="${IVRD_BIN:-$BIN_DIR/ivrd}"
-FLOOD="${FLOOD_BIN:-$BIN_DIR/ivrd-flood}"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd ivrd-flood
 CLK_TCK="$(getconf CLK_TCK)"
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 metric() { awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }' "$2"; }
 
 # SIPp's media_stream scenario with the INVITE→200 time measured (rtd on the 200).

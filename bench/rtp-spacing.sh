@@ -37,14 +37,9 @@ for tool in sipp tshark sox; do
     command -v "$tool" >/dev/null || { echo "rtp-spacing: $tool not found" >&2; exit 2; }
 done
 
-if [[ -n "${IVRD_BIN:-}" ]]; then
-    IVRD="$IVRD_BIN"
-else
-    echo "== building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet)
-    IVRD="${CARGO_TARGET_DIR:-$ROOT/target}/release/ivrd"
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd
 
 # The digits test plan: a silent caller hears one prompt and waits 30 s at a collect node, so
 # a 20 s call is all media and no transfer. The capture filter keeps packets from ivrd's RTP

@@ -38,15 +38,11 @@ STARTUP_RUNS="${STARTUP_RUNS:-3}"
 # them: 10,000 RTP/RTCP pairs, enough for max_calls at 3,000 concurrent calls.
 RTP_LOW=10000
 RTP_HIGH=29999
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 HZ="$(getconf CLK_TCK)"
 
-if [[ -z "${IVRD_BIN:-}" || -z "${LOADGEN_BIN:-}" ]]; then
-    echo "== building release binaries" >&2
-    (cd "$ROOT" && cargo build --release --quiet --bins)
-fi
-IVRD="${IVRD_BIN:-$TARGET_DIR/release/ivrd}"
-LOADGEN="${LOADGEN_BIN:-$TARGET_DIR/release/ivrd-loadgen}"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd ivrd-loadgen
 LG_FLAGS=(--rtp-drain "$RTP_DRAIN")
 
 # Descriptors: ivrd holds per call an RTP and an RTCP socket, the call recording and, while the
@@ -83,8 +79,6 @@ stop_ivrd() {
 }
 trap stop_ivrd EXIT
 
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 plain_log() { sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/ivrd.log"; }
 log_time() { # the timestamp (seconds since the epoch) of the first line matching $1
     local ts

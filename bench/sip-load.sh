@@ -27,16 +27,9 @@ trap stop_ivrd EXIT
 command -v sipp >/dev/null || { echo "sip-load: sipp not found (Debian package sip-tester)" >&2; exit 2; }
 
 # IVRD_BIN=path skips the build and uses that binary (e.g. to try the script on a debug build).
-if [[ -n "${IVRD_BIN:-}" ]]; then
-    IVRD="$IVRD_BIN"
-else
-    echo "== building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet)
-    IVRD="${CARGO_TARGET_DIR:-$ROOT/target}/release/ivrd"
-fi
-
-# Two RTP sockets per call; raise the descriptor limit as far as we are allowed.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd
 
 # Port 0: the kernel picks a free port and ivrd logs it once it is bound (and so ready).
 cat > "$WORK/ivrd.toml" <<TOML

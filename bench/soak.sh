@@ -21,15 +21,9 @@ SAMPLE_SECS="${SAMPLE_SECS:-10}"
 # One ivrd-loadgen process per CHUNK seconds of call starts: the load generator keeps every
 # call's socket until it exits, so one process for an hour would hold ~90,000 sockets.
 CHUNK="${CHUNK:-60}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
-if [[ -z "${IVRD_BIN:-}" || -z "${LOADGEN_BIN:-}" ]]; then
-    echo "== building release binaries" >&2
-    (cd "$ROOT" && cargo build --release --quiet --bins)
-fi
-IVRD="${IVRD_BIN:-$TARGET_DIR/release/ivrd}"
-LOADGEN="${LOADGEN_BIN:-$TARGET_DIR/release/ivrd-loadgen}"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_binaries ivrd ivrd-loadgen
 
 WORK="${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/ivrd-soak.XXXXXX")}"
 mkdir -p "$WORK/loadgen"
@@ -108,7 +102,7 @@ udp_sockets() {
 count_entries() { find "$1" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true; }
 sample() { # t,phase,rss_kib,fds,threads,udp_sockets,calls_active,tasks_alive,outbox_pending
     local rss fds thr udp act tasks pend
-    rss="$(awk '/^VmRSS:/ { print $2 }' "/proc/$IVRD_PID/status")"
+    rss="$(rss_kib "$IVRD_PID")"
     fds="$(count_entries "/proc/$IVRD_PID/fd")"
     thr="$(count_entries "/proc/$IVRD_PID/task")"
     udp="$(udp_sockets)"
