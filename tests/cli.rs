@@ -140,3 +140,77 @@ fn plan_tests_and_graph_run_on_the_shipped_plan() {
         .expect("run");
     assert!(String::from_utf8_lossy(&mermaid.stdout).contains("flowchart"));
 }
+
+/// Starts `ivrd run` under the shell's `ulimit` settings `limits`, waits for "SIP listening",
+/// and returns the daemon's soft and hard open-file limits from /proc and its log so far.
+fn limits_of_a_started_daemon(limits: &str, max_calls: u32) -> (u64, u64, String) {
+    use std::io::{BufRead, BufReader};
+    let storage =
+        std::env::temp_dir().join(format!("ivrd-cli-fd-{}-{max_calls}", std::process::id()));
+    let config = temp_file(
+        &format!("fd-{max_calls}.toml"),
+        &format!(
+            "[sip]\nlisten = [\"127.0.0.1:0\"]\nmax_calls = {max_calls}\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = {storage:?}\n"
+        ),
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limits} && exec \"$0\" run --config \"$1\""))
+        .arg(env!("CARGO_BIN_EXE_ivrd"))
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ivrd");
+    // The log goes to stdout or stderr depending on the subscriber; read both into one.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    for stream in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(err),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !log.contains("SIP listening") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("ivrd reports SIP listening");
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&storage);
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files row");
+    let nums: Vec<u64> = row
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1], log)
+}
+
+#[test]
+fn run_raises_its_open_file_limit_and_says_when_max_calls_needs_more() {
+    // A soft limit of 256 is raised to the hard one, which covers 100 calls: no warning.
+    let (soft, hard, log) = limits_of_a_started_daemon("ulimit -Sn 256 && ulimit -Hn 4096", 100);
+    assert_eq!((soft, hard), (4096, 4096));
+    assert!(!log.contains("open-file limit is below"), "{log}");
+    // 4,000 calls need about four descriptors each: a hard limit of 4,096 is short, and said.
+    let (soft, _, log) = limits_of_a_started_daemon("ulimit -Sn 256 && ulimit -Hn 4096", 4000);
+    assert_eq!(soft, 4096);
+    assert!(log.contains("open-file limit is below"), "{log}");
+}

@@ -347,7 +347,8 @@ impl Endpoint {
             info,
             span,
         };
-        self.per_source.call_started(inbound.source.ip());
+        // Counted by the same field the hang-up uncounts.
+        self.per_source.call_started(call.info.trunk);
         self.calls.insert(handle, call);
         if !ringing {
             self.answer(now, handle);
