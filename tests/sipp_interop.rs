@@ -17,6 +17,15 @@ fn run_scenario(name: &str, config: Config, calls: u32) {
     finish_sipp(child, calls, &dir);
 }
 
+/// The same over TCP (SIPp's `-t t1`: one connection, RFC 3261 §18.3 framing).
+fn run_scenario_over_tcp(name: &str, calls: u32) {
+    let _one_at_a_time = SIPP.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = TestServer::start(test_config());
+    let dir = work_dir();
+    let child = spawn_sipp(name, srv.tcp, calls, &dir, &["-t", "t1"]);
+    finish_sipp(child, calls, &dir);
+}
+
 #[test]
 #[ignore = "needs sipp"]
 fn sipp_basic_call() {
@@ -42,6 +51,19 @@ fn sipp_late_offer() {
 #[ignore = "needs sipp"]
 fn sipp_reinvite_hold() {
     run_scenario("reinvite_hold", test_config(), 10);
+}
+
+#[test]
+#[ignore = "needs sipp"]
+fn sipp_update_hold() {
+    run_scenario("update_hold", test_config(), 10);
+}
+
+#[test]
+#[ignore = "needs sipp"]
+fn sipp_basic_call_and_update_over_tcp() {
+    run_scenario_over_tcp("basic_call", 10);
+    run_scenario_over_tcp("update_hold", 5);
 }
 
 #[test]
