@@ -245,23 +245,20 @@ impl Config {
         if self.sip.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed".into()));
         }
-        if self.sip.max_calls == 0 {
-            return Err(invalid("max_calls", "must be at least 1".into()));
-        }
-        if self.sip.max_calls_per_source == 0 {
-            return Err(invalid("max_calls_per_source", "must be at least 1".into()));
-        }
-        if self.sip.invites_per_sec_per_source == 0 {
-            return Err(invalid(
+        let at_least_one = [
+            ("max_calls", self.sip.max_calls as u64),
+            ("max_calls_per_source", self.sip.max_calls_per_source as u64),
+            (
                 "invites_per_sec_per_source",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.sip.invite_burst_per_source == 0 {
-            return Err(invalid(
+                u64::from(self.sip.invites_per_sec_per_source),
+            ),
+            (
                 "invite_burst_per_source",
-                "must be at least 1".into(),
-            ));
+                u64::from(self.sip.invite_burst_per_source),
+            ),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(key, "must be at least 1".into()));
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid(

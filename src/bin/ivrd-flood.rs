@@ -105,44 +105,66 @@ fn key9_frame(at: u64, out: &mut [u8; 160]) {
     ivrd::media::g711::encode_alaw(&pcm, out);
 }
 
-/// The `n`th RTP-abuse datagram, a cycle of: a continuous stream of key-9 tone audio under a
-/// foreign SSRC, an oversize RTP packet, garbage, a truncated header, an empty
-/// datagram, and an RFC 4733 key-9 event (an attempt to inject a key into the call).
-fn rtp_abuse(n: u64, audio_pt: u8, event_pt: u8, buf: &mut Vec<u8>) {
-    buf.clear();
+/// Bytes of the largest abuse datagram (the oversize RTP packet).
+const ABUSE_MAX: usize = 8000;
+
+/// One RTP packet with the given header fields, written by the crate's own RTP writer.
+fn rtp(
+    pt: u8,
+    marker: bool,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> usize {
+    ivrd::media::rtp::RtpSender::new(ssrc, seq, ts)
+        .write_event_packet(pt & 0x7f, marker, ts, payload, out)
+        .unwrap_or(0)
+}
+
+/// The `n`th RTP-abuse datagram into `out`, returning its length; a cycle of: a continuous
+/// stream of key-9 tone audio under a foreign SSRC, an oversize RTP packet, garbage, a
+/// truncated header, an empty datagram, and an RFC 4733 key-9 event (an attempt to inject a
+/// key into the call).
+fn rtp_abuse(n: u64, audio_pt: u8, event_pt: u8, out: &mut [u8; ABUSE_MAX]) -> usize {
     let seq = (n.wrapping_mul(7919) & 0xffff) as u16;
     let ts = (n.wrapping_mul(2_654_435_761) & 0xffff_ffff) as u32;
-    let rtp_header = |buf: &mut Vec<u8>, marker_pt: u8, ssrc: u32| {
-        buf.extend_from_slice(&[0x80, marker_pt]);
-        buf.extend_from_slice(&seq.to_be_bytes());
-        buf.extend_from_slice(&ts.to_be_bytes());
-        buf.extend_from_slice(&ssrc.to_be_bytes());
-    };
+    let k = n / 6;
     match n % 6 {
         0 => {
-            let k = n / 6;
-            buf.extend_from_slice(&[0x80, audio_pt & 0x7f]);
-            buf.extend_from_slice(&((k & 0xffff) as u16).to_be_bytes());
-            buf.extend_from_slice(&((k * 160) as u32).to_be_bytes());
-            buf.extend_from_slice(&0xdead_0001u32.to_be_bytes());
             let mut frame = [0u8; 160];
             key9_frame(k * 160, &mut frame);
-            buf.extend_from_slice(&frame);
+            let (seq, ts) = ((k & 0xffff) as u16, (k * 160) as u32);
+            rtp(audio_pt, false, 0xdead_0001, seq, ts, &frame, out)
         }
         1 => {
-            rtp_header(buf, audio_pt & 0x7f, 0xbad0_bad0);
-            buf.resize(8000, 0x55);
+            let payload = [0x55u8; ABUSE_MAX - 12];
+            rtp(audio_pt, false, 0xbad0_bad0, seq, ts, &payload, out)
         }
         2 => {
-            buf.extend((0..97u64).map(|i| (n.wrapping_mul(31).wrapping_add(i * 131) & 0xff) as u8))
+            for (i, b) in out.iter_mut().take(97).enumerate() {
+                *b = (n.wrapping_mul(31).wrapping_add(i as u64 * 131) & 0xff) as u8;
+            }
+            97
         }
-        3 => buf.extend_from_slice(&[0x80, audio_pt & 0x7f, 0x12]),
-        4 => {}
+        3 => {
+            out[..3].copy_from_slice(&[0x80, audio_pt & 0x7f, 0x12]);
+            3
+        }
+        4 => 0,
         _ => {
             // RFC 4733 §2.3: event 9, end bit on every other packet, volume 10, duration 800.
-            rtp_header(buf, 0x80 | (event_pt & 0x7f), 0x0bad_d7f0);
-            let end = if (n / 6) % 2 == 1 { 0x80 } else { 0 };
-            buf.extend_from_slice(&[9, end | 10, 0x03, 0x20]);
+            let end = if k % 2 == 1 { 0x80 } else { 0 };
+            rtp(
+                event_pt,
+                true,
+                0x0bad_d7f0,
+                seq,
+                ts,
+                &[9, end | 10, 0x03, 0x20],
+                out,
+            )
         }
     }
 }
@@ -162,7 +184,7 @@ fn main() -> ExitCode {
     };
     let local = socket.local_addr().unwrap_or(cli.bind);
     let (mut invite, offsets) = invite_template(cli.target, local);
-    let mut rtp = Vec::with_capacity(8192);
+    let mut abuse = [0u8; ABUSE_MAX];
     let start = Instant::now();
     let limit = Duration::from_secs_f64(cli.secs.max(0.0));
     let (mut sent, mut errors) = (0u64, 0u64);
@@ -185,8 +207,8 @@ fn main() -> ExitCode {
                 &invite
             }
             Mode::Rtp => {
-                rtp_abuse(n, cli.audio_pt, cli.event_pt, &mut rtp);
-                &rtp
+                let len = rtp_abuse(n, cli.audio_pt, cli.event_pt, &mut abuse);
+                &abuse[..len]
             }
         };
         match socket.send_to(datagram, cli.target) {
