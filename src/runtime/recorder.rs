@@ -15,6 +15,7 @@
 //! (a disk stall) it may hold up to [`BLOCKS_PER_RECORDING`], and gives the extra ones back
 //! once the writer has caught up.
 
+mod finisher;
 mod name;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -30,8 +31,8 @@ use crate::media::g711::FRAME_SAMPLES;
 pub use name::{MAX_SAFE_ID_LEN, RECORDINGS_DIR, RecordingDate, RecordingName, safe_file_stem};
 pub use writer::{RecordingWriter, WriterStatsSnapshot, WriterWorker};
 
+pub(crate) use finisher::rename_durably;
 pub(crate) use name::hex;
-pub(crate) use writer::rename_durably;
 use writer::{BLOCK_SAMPLES, Block, WriterMsg};
 
 /// Blocks one recording may own at once (filling + in flight to the writer).

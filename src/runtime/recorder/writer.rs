@@ -1,25 +1,23 @@
 //! The recording writer: one thread that owns every open recording file and does all disk work.
 //!
 //! Messages arrive in order on one bounded channel, so a recording's blocks, its finish and any
-//! drain barrier are handled in the order the call sent them. Blocking IO here (fsync, rename,
-//! reading a file back for its hash) delays other recordings' blocks, never a call: the queue
-//! absorbs it, and when it overflows the calls drop blocks rather than wait.
+//! drain barrier are handled in the order the call sent them. The slow, disk-bound end of a
+//! recording (fsync, rename, hash) is the [`Finisher`]'s, on a thread of its own, so that it
+//! never holds up other calls' blocks; should the writer still fall behind, the queue absorbs
+//! it, and when it overflows the calls drop blocks rather than wait.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use hound::{SampleFormat, WavSpec, WavWriter};
-use sha2::{Digest, Sha256};
 
-use super::{
-    FRAME_MS, MONO_FORMAT, Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE,
-    STEREO_FORMAT, hex,
-};
+use super::finisher::{Finisher, Finishing};
+use super::{Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE};
 use crate::media::g711::FRAME_SAMPLES;
 
 /// Samples in one block: 12 frames (0.24 s) of stereo or 24 of mono, 7.5 KiB. Smaller blocks
@@ -64,7 +62,7 @@ impl Block {
     }
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<RecordingSummary, RecordingError>>;
+pub(super) type Reply = tokio::sync::oneshot::Sender<Result<RecordingSummary, RecordingError>>;
 
 /// What a recorder handle asks of the writer.
 pub(crate) enum WriterMsg {
@@ -99,9 +97,9 @@ pub(crate) enum WriterMsg {
 #[derive(Debug, Default)]
 pub(crate) struct WriterStats {
     frames_dropped: AtomicU64,
-    recordings_failed: AtomicU64,
+    pub(super) recordings_failed: AtomicU64,
     recordings_abandoned: AtomicU64,
-    recordings_finished: AtomicU64,
+    pub(super) recordings_finished: AtomicU64,
 }
 
 /// A copy of [`WriterStats`] at one moment, for the metrics registry.
@@ -145,6 +143,7 @@ pub struct WriterWorker {
     storage_dir: Arc<PathBuf>,
     stats: Arc<WriterStats>,
     open: HashMap<u64, OpenRecording>,
+    finisher: Finisher,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -180,6 +179,7 @@ impl RecordingWriter {
             storage_dir: Arc::clone(&storage_dir),
             stats: Arc::clone(&stats),
             open: HashMap::new(),
+            finisher: Finisher::new(Arc::clone(&stats)),
         };
         let writer = RecordingWriter {
             tx,
@@ -295,6 +295,7 @@ struct OpenRecording {
 impl WriterWorker {
     /// Handles messages until every sender is gone, then closes what is still open (as `.part`).
     pub fn run(mut self) {
+        self.finisher.start();
         while let Ok(msg) = self.rx.recv() {
             self.handle(msg);
             while let Ok(msg) = self.rx.try_recv() {
@@ -306,6 +307,7 @@ impl WriterWorker {
         for (_, mut rec) in self.open.drain() {
             rec.flush();
         }
+        self.finisher.stop();
     }
 
     fn handle(&mut self, msg: WriterMsg) {
@@ -347,10 +349,8 @@ impl WriterWorker {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            WriterMsg::Barrier { done } => {
-                // The waiter may have given up; nothing to do then.
-                let _ = done.try_send(());
-            }
+            // Answered once the finishes queued before it are done too.
+            WriterMsg::Barrier { done } => self.finisher.barrier(done),
         }
     }
 
@@ -362,7 +362,7 @@ impl WriterWorker {
         dropped_frames: u64,
         reply: Reply,
     ) {
-        let result = match self.open.remove(&id) {
+        let closed = match self.open.remove(&id) {
             Some(mut rec) => {
                 if let Some(tail) = tail {
                     rec.append(&tail);
@@ -374,13 +374,14 @@ impl WriterWorker {
                 path: self.storage_dir.to_path_buf(),
             }),
         };
-        match &result {
-            Ok(_) => &self.stats.recordings_finished,
-            Err(_) => &self.stats.recordings_failed,
+        match closed {
+            Ok(finishing) => self.finisher.finish(finishing, reply),
+            Err(e) => {
+                self.stats.recordings_failed.fetch_add(1, Ordering::Relaxed);
+                // The call may have stopped waiting.
+                let _ = reply.send(Err(e));
+            }
         }
-        .fetch_add(1, Ordering::Relaxed);
-        // The call may have stopped waiting; the file is finished either way.
-        let _ = reply.send(result);
     }
 }
 
@@ -542,7 +543,9 @@ impl OpenRecording {
     }
 
     /// Finalises the header, fsyncs, renames `.part` → `.wav`, fsyncs the folder and hashes.
-    fn close(mut self, dropped_frames: u64) -> Result<RecordingSummary, RecordingError> {
+    /// Writes the final header and hands the file over for the durable part (fsync, rename,
+    /// hash), which the [`Finisher`] does off this thread.
+    fn close(mut self, dropped_frames: u64) -> Result<Finishing, RecordingError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -553,72 +556,14 @@ impl OpenRecording {
             path: self.part.clone(),
             source,
         })?;
-        sync(&file, &self.part)?;
-        drop(file);
-        if self.final_path.exists() {
-            return Err(RecordingError::AlreadyExists {
-                path: self.final_path,
-            });
-        }
-        rename_durably(&self.part, &self.final_path)?;
-        let (bytes, sha256) = hash_file(&self.final_path)?;
-        Ok(RecordingSummary {
-            path: self.final_path,
-            relative_path: self.relative,
-            duration_ms: self.frames_written * FRAME_MS,
-            bytes,
-            sha256,
-            format: if self.channels == 2 {
-                STEREO_FORMAT
-            } else {
-                MONO_FORMAT
-            },
+        Ok(Finishing {
+            file,
+            part: self.part,
+            final_path: self.final_path,
+            relative: self.relative,
+            channels: self.channels,
+            frames_written: self.frames_written,
             dropped_frames: dropped_frames + self.frames_dropped,
         })
     }
-}
-
-fn sync(file: &File, path: &Path) -> Result<(), RecordingError> {
-    file.sync_all().map_err(|source| RecordingError::Sync {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Renames `from` to `to` and fsyncs the folder, so the new name survives a power cut.
-pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<(), RecordingError> {
-    fs::rename(from, to).map_err(|source| RecordingError::Rename {
-        path: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    })?;
-    let dir = to.parent().unwrap_or(Path::new("."));
-    let dir_file = File::open(dir).map_err(|source| RecordingError::Sync {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    sync(&dir_file, dir)
-}
-
-/// Size and SHA-256 (hex) of a file, read in 64 KiB pieces.
-fn hash_file(path: &Path) -> Result<(u64, String), RecordingError> {
-    let err = |source| RecordingError::Hash {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(err(e)),
-        };
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, hex(&hasher.finalize())))
 }
