@@ -11,17 +11,20 @@
 //! here: RFC 4733 event packets keep one timestamp for a whole event and must not be pushed.
 //!
 //! In steady state a packet lands [`PLAYOUT_DELAY_FRAMES`] ahead of the next pop: it may arrive
-//! up to 40 ms late and still be played, or one frame early. Anything further ahead re-anchors the
+//! up to 60 ms late and still be played, or one frame early. Anything further ahead re-anchors the
 //! window on it (a timestamp jump, or a sender clock running fast), as do repeated late packets (a
 //! sender clock running slow); pops never stop, so the output stays on wall time either way.
 
 use super::g711::{Codec, FRAME_SAMPLES};
 
-/// Frames the window holds: 80 ms.
-pub const WINDOW_FRAMES: usize = 4;
-/// Frames between the newest packet at anchoring and the frame popped next: 40 ms of delay in
-/// which a reordered packet can still take its place.
-pub const PLAYOUT_DELAY_FRAMES: i64 = 2;
+/// Frames the window holds: 100 ms.
+pub const WINDOW_FRAMES: usize = 5;
+/// Frames between the newest packet at anchoring and the frame popped next: 60 ms of delay in
+/// which a reordered packet can still take its place. The media clock reads a call's socket
+/// every other tick (`runtime::media_call`), so up to 20 ms of it is ours; the rest is the
+/// network's. Nobody listens to this audio live (it goes to the recorder and the DTMF
+/// detector), so the delay costs nothing but 160 bytes.
+pub const PLAYOUT_DELAY_FRAMES: i64 = 3;
 /// Consecutive late packets after which the sender's clock is taken to have fallen behind ours
 /// and the window re-anchors instead of dropping everything from then on.
 const LATE_RESYNC: u32 = 4;
@@ -276,6 +279,16 @@ mod tests {
         [tag; FRAME_SAMPLES]
     }
 
+    /// Frames popped as silence after the stream's first packet, before that packet plays.
+    const D: usize = PLAYOUT_DELAY_FRAMES as usize;
+
+    /// `D` silent frames, then `tags`: what the pops of a stream that starts now return.
+    fn after_delay(tags: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; D];
+        out.extend_from_slice(tags);
+        out
+    }
+
     /// Pops `n` frames and returns the first byte of each, 0 for concealment.
     fn pop_tags(w: &mut PlayoutWindow, n: usize) -> Vec<u8> {
         let mut out = [0u8; FRAME_SAMPLES];
@@ -303,12 +316,12 @@ mod tests {
                 PushOutcome::Stored
             );
         }
-        tags.extend(pop_tags(&mut w, 3));
-        assert_eq!(tags, vec![0, 0, 1, 2, 3, 4, 5, 6]);
+        tags.extend(pop_tags(&mut w, D + 1));
+        assert_eq!(tags, after_delay(&[1, 2, 3, 4, 5, 6]));
         let s = w.stats();
         assert_eq!(
             (s.received_frames, s.concealed_frames, s.resyncs),
-            (6, 2, 1)
+            (6, D as u64, 1)
         );
     }
 
@@ -320,8 +333,8 @@ mod tests {
         // Frame 3 overtakes frame 2 on the network.
         assert_eq!(w.push(320, &frame(3)), PushOutcome::Stored);
         assert_eq!(w.push(160, &frame(2)), PushOutcome::Stored);
-        tags.extend(pop_tags(&mut w, 4));
-        assert_eq!(tags, vec![0, 0, 1, 2, 3]);
+        tags.extend(pop_tags(&mut w, D + 2));
+        assert_eq!(tags, after_delay(&[1, 2, 3]));
         assert_eq!(w.stats().late_dropped, 0);
     }
 
@@ -331,16 +344,16 @@ mod tests {
         w.push(0, &frame(1));
         let mut tags = pop_tags(&mut w, 1);
         w.push(320, &frame(3));
-        tags.extend(pop_tags(&mut w, 4));
-        assert_eq!(tags, vec![0, 0, 1, 0, 3]);
-        assert_eq!(w.stats().concealed_frames, 3);
+        tags.extend(pop_tags(&mut w, D + 2));
+        assert_eq!(tags, after_delay(&[1, 0, 3]));
+        assert_eq!(w.stats().concealed_frames, D as u64 + 1);
     }
 
     #[test]
     fn a_packet_older_than_the_last_pop_is_dropped() {
         let mut w = PlayoutWindow::new(Codec::Pcmu);
         w.push(0, &frame(1));
-        assert_eq!(pop_tags(&mut w, 3), vec![0, 0, 1]);
+        assert_eq!(pop_tags(&mut w, D + 1), after_delay(&[1]));
         w.push(320, &frame(3));
         assert_eq!(pop_tags(&mut w, 1), vec![0], "frame 2 missing");
         assert_eq!(w.push(160, &frame(2)), PushOutcome::Late);
@@ -353,7 +366,7 @@ mod tests {
         let mut w = PlayoutWindow::new(Codec::Pcmu);
         w.push(0, &frame(1));
         assert_eq!(w.push(0, &frame(9)), PushOutcome::Duplicate);
-        assert_eq!(pop_tags(&mut w, 3), vec![0, 0, 1]);
+        assert_eq!(pop_tags(&mut w, D + 1), after_delay(&[1]));
         assert_eq!(w.stats().duplicates, 1);
     }
 
@@ -367,8 +380,8 @@ mod tests {
             assert_ne!(outcome, PushOutcome::Late);
             tags.extend(pop_tags(&mut w, 1));
         }
-        tags.extend(pop_tags(&mut w, 2));
-        assert_eq!(tags, vec![0, 0, 1, 2, 3, 4, 5, 6]);
+        tags.extend(pop_tags(&mut w, D));
+        assert_eq!(tags, after_delay(&[1, 2, 3, 4, 5, 6]));
         assert_eq!(w.stats().resyncs, 1, "the wrap is not a jump");
     }
 
@@ -379,8 +392,9 @@ mod tests {
         w.push(80, &[2; 80]);
         w.push(160, &[3; 80]);
         let mut out = [0u8; FRAME_SAMPLES];
-        w.pop_frame(&mut out);
-        w.pop_frame(&mut out);
+        for _ in 0..D {
+            assert_eq!(w.pop_frame(&mut out), FrameSource::Concealed);
+        }
         assert_eq!(w.pop_frame(&mut out), FrameSource::Received);
         assert_eq!((out[0], out[79], out[80], out[159]), (1, 1, 2, 2));
         assert_eq!(w.pop_frame(&mut out), FrameSource::Received);
@@ -395,10 +409,10 @@ mod tests {
     fn a_jump_ahead_re_anchors() {
         let mut w = PlayoutWindow::new(Codec::Pcmu);
         w.push(0, &frame(1));
-        assert_eq!(pop_tags(&mut w, 3), vec![0, 0, 1]);
+        assert_eq!(pop_tags(&mut w, D + 1), after_delay(&[1]));
         // The caller went silent for a second without advancing our pops.
         assert_eq!(w.push(8000, &frame(7)), PushOutcome::Resynced);
-        assert_eq!(pop_tags(&mut w, 3), vec![0, 0, 7]);
+        assert_eq!(pop_tags(&mut w, D + 1), after_delay(&[7]));
     }
 
     #[test]
@@ -406,11 +420,11 @@ mod tests {
         let mut w = PlayoutWindow::new(Codec::Pcmu);
         w.push(0, &frame(1));
         pop_tags(&mut w, 10);
-        // The sender is now 7 frames behind our clock.
+        // The sender is now 10 - D frames behind our clock.
         let late: Vec<_> = (1..=4u32).map(|i| w.push(160 * i, &frame(9))).collect();
         assert_eq!(late[..3], [PushOutcome::Late; 3]);
         assert_eq!(late[3], PushOutcome::Resynced);
-        assert_eq!(pop_tags(&mut w, 3), vec![0, 0, 9]);
+        assert_eq!(pop_tags(&mut w, D + 1), after_delay(&[9]));
     }
 
     #[test]

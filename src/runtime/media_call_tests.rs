@@ -188,6 +188,37 @@ fn caller_audio_is_read_at_the_tick_and_a_silent_message_ends_on_silence() {
 }
 
 #[test]
+fn a_steady_caller_is_read_every_other_tick_and_no_frame_is_lost() {
+    let mut r = rig();
+    let mut tx = RtpSender::new(55, 1, 0);
+    let mut pkt = [0u8; 256];
+    let mut received_after = Vec::new();
+    let mut concealed_at_10 = 0;
+    for n in 1..=40 {
+        let len = tx
+            .write_packet(0, false, &[0x80; FRAME_SAMPLES], &mut pkt)
+            .expect("packet");
+        tx.advance(FRAME_SAMPLES as u32);
+        r.caller.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
+        r.tick(n);
+        received_after.push(r.media.session.receiver().received());
+        if n == 10 {
+            concealed_at_10 = r.media.session.counters().concealed_frames;
+        }
+    }
+    // Key 1: odd ticks read, and read both packets queued since the last read (the receiver
+    // counts a source's packets from its second on: RFC 3550 A.1 probation).
+    assert_eq!(&received_after[..5], &[0, 0, 2, 2, 4]);
+    assert_eq!(received_after[39], 38, "the 40th waits for tick 41");
+    // Once the stream plays, no frame is concealed: the playout delay covers the read cadence.
+    assert!(
+        concealed_at_10 > 0,
+        "the delay before the first frame plays"
+    );
+    assert_eq!(r.media.session.counters().concealed_frames, concealed_at_10);
+}
+
+#[test]
 fn a_flood_at_the_port_is_read_in_one_tick_and_counted() {
     let mut r = rig();
     let stranger = bind();
@@ -203,11 +234,13 @@ fn a_flood_at_the_port_is_read_in_one_tick_and_counted() {
         stranger.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
     }
     stranger.send_to(&[0u8; 1500], r.ivrd_rtp).expect("send");
+    // Tick 2 is not this call's read tick; tick 3 is.
     r.tick(2);
+    r.tick(3);
     let after_one = r.media.session.counters();
-    // The whole backlog is read in the tick, so the caller's next packet is not stuck behind it.
+    // The whole backlog is read at once, so the caller's next packet is not stuck behind it.
     assert_eq!(after_one.unexpected_source + after_one.malformed, 101);
-    for n in 3..=6 {
+    for n in 4..=7 {
         r.tick(n);
     }
     let all = r.media.session.counters();
@@ -261,22 +294,28 @@ fn a_flooded_socket_is_drained_between_ticks_until_a_quiet_tick() {
     assert!(!r.media.is_flooded(), "below the threshold");
     flood(FLOODED_READS_PER_TICK);
     r.tick(2);
+    assert!(
+        !r.media.is_flooded(),
+        "tick 2 does not read this call's socket"
+    );
+    r.tick(3);
     assert!(r.media.is_flooded());
     // Between ticks a flooded socket is read, and what was read counts for the next tick.
     flood(10);
-    r.media.drain_flood(r.t0 + TICK * 2, &mut r.scratch.batch);
+    r.media.drain_flood(r.t0 + TICK * 3, &mut r.scratch.batch);
     assert_eq!(
         r.media.session.counters().malformed,
         2 * FLOODED_READS_PER_TICK as u64 + 9
     );
     flood(FLOODED_READS_PER_TICK - 10);
-    r.tick(3);
-    assert!(r.media.is_flooded(), "10 drained + 54 at the tick");
+    // A flooded socket is read on every tick, not every other one.
     r.tick(4);
+    assert!(r.media.is_flooded(), "10 drained + 54 at the tick");
+    r.tick(5);
     assert!(!r.media.is_flooded(), "a quiet tick ends it");
     // A socket that is not flooded is left to the tick.
     flood(5);
-    r.media.drain_flood(r.t0 + TICK * 4, &mut r.scratch.batch);
+    r.media.drain_flood(r.t0 + TICK * 5, &mut r.scratch.batch);
     assert_eq!(
         r.media.session.counters().malformed,
         3 * FLOODED_READS_PER_TICK as u64 - 1

@@ -26,8 +26,9 @@ use crate::media::g711::FRAME_SAMPLES;
 pub(crate) const BLOCK_SAMPLES: usize = 12 * 2 * FRAME_SAMPLES;
 /// How long the writer collects blocks before it wakes again. Blocks come from every call at
 /// random moments; waking for each would cost a context switch per block, and nothing waits
-/// for a block (a finishing recording waits at most this long).
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+/// for a block (a finishing recording waits at most this long). Shorter than a block's 0.24 s,
+/// so a recording's block is back before its other block is full and two blocks still suffice.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 /// Frames of audio between two header flushes (1 s).
 const FLUSH_EVERY_FRAMES: u64 = 50;
 /// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
