@@ -115,6 +115,10 @@ pub struct MediaSection {
     pub media_timeout_secs: u64,
     /// Threads of the shared 20 ms media clock; 0 means one per core.
     pub clock_threads: usize,
+    /// Real-time (`SCHED_RR`) priority of the media clock threads, 1–99; 0 leaves them at
+    /// normal priority. Needs CAP_SYS_NICE or an RTPRIO limit; without either the threads
+    /// run at normal priority and the daemon says so at start-up.
+    pub clock_priority: u8,
 }
 
 impl MediaSection {
@@ -134,6 +138,7 @@ impl Default for MediaSection {
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
             media_timeout_secs: 30,
             clock_threads: 0,
+            clock_priority: 10,
         }
     }
 }
@@ -266,6 +271,12 @@ impl Config {
                 "T1 must be > 0 and T2 >= T1 (RFC 3261 §17.1.2.2)".into(),
             ));
         }
+        if self.media.clock_priority > 99 {
+            return Err(invalid(
+                "clock_priority",
+                "real-time priorities are 1 to 99 (0 = normal priority)".into(),
+            ));
+        }
         if self.media.codecs.is_empty() {
             return Err(invalid("codecs", "at least one codec is needed".into()));
         }
@@ -367,6 +378,15 @@ mod tests {
         let err = Config::from_toml("[media]\ncodecs = [\"G729\"]\n", Path::new("c.toml"))
             .expect_err("codec");
         assert!(err.to_string().contains("G729"), "{err}");
+        let err = Config::from_toml(
+            "[media]\nclock_threads = 2\nclock_priority = 120\n",
+            Path::new("c.toml"),
+        )
+        .expect_err("priority");
+        assert!(
+            err.to_string().starts_with("c.toml:3: clock_priority: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::media::session::{MediaSession, TICK};
 use crate::metrics::Metrics;
 use crate::runtime::media_call::{CallMedia, MediaCommand, MediaNotice, TickClock, TickScratch};
 use crate::runtime::recorder::CallRecorder;
+use crate::runtime::thread_priority;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,9 +57,17 @@ pub struct MediaClock {
 
 impl MediaClock {
     /// Starts `threads` workers (at least one). One per core is the intent: a worker's tick is
-    /// short, and more threads than cores only adds wake-ups.
-    pub fn start(threads: usize, metrics: Arc<Metrics>) -> Result<MediaClock, MediaClockError> {
+    /// short, and more threads than cores only adds wake-ups. With `priority` 1–99 the workers
+    /// ask for that `SCHED_RR` priority, so that the recorder, SIP and anything else on the
+    /// machine can never delay a tick; where that is not permitted they run at normal priority
+    /// and a warning says so.
+    pub fn start(
+        threads: usize,
+        priority: u8,
+        metrics: Arc<Metrics>,
+    ) -> Result<MediaClock, MediaClockError> {
         let mut workers = Vec::new();
+        let (scheduled, outcomes) = mpsc::channel();
         for index in 0..threads.max(1) {
             let (inputs, rx) = mpsc::channel();
             let calls = Arc::new(AtomicUsize::new(0));
@@ -70,12 +79,19 @@ impl MediaClock {
                 ticks: 0,
                 metrics: metrics.clone(),
             };
+            let scheduled = scheduled.clone();
             std::thread::Builder::new()
                 .name(format!("ivrd-media-{index}"))
-                .spawn(move || state.run())
+                .spawn(move || {
+                    let _ = scheduled.send(thread_priority::set_realtime(priority));
+                    drop(scheduled);
+                    state.run()
+                })
                 .map_err(|source| MediaClockError { index, source })?;
             workers.push(Worker { inputs, calls });
         }
+        drop(scheduled);
+        report_priority(priority, outcomes.iter().take(workers.len()));
         Ok(MediaClock {
             workers,
             next_key: AtomicU64::new(1),
@@ -99,6 +115,34 @@ impl MediaClock {
             inputs: worker.inputs.clone(),
             finished: false,
         })
+    }
+}
+
+/// Says once, for all workers, at which priority the media clock runs.
+fn report_priority(priority: u8, outcomes: impl Iterator<Item = std::io::Result<bool>>) {
+    let mut refused = None;
+    let mut realtime = 0;
+    for outcome in outcomes {
+        match outcome {
+            Ok(true) => realtime += 1,
+            Ok(false) => {}
+            Err(e) => refused = Some(e),
+        }
+    }
+    match refused {
+        Some(e) => tracing::warn!(
+            priority,
+            error = %e,
+            "media clock threads run at normal priority: real-time priority was refused \
+             (grant CAP_SYS_NICE, or LimitRTPRIO= in a systemd unit; [media] clock_priority = 0 \
+             silences this)"
+        ),
+        None if realtime > 0 => tracing::info!(
+            priority,
+            threads = realtime,
+            "media clock threads run at real-time priority (SCHED_RR)"
+        ),
+        None => {}
     }
 }
 
@@ -287,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_plays_on_the_clock_and_its_frames_reach_the_caller() {
-        let clock = MediaClock::start(1, Metrics::new().expect("metrics")).expect("clock");
+        let clock = MediaClock::start(1, 0, Metrics::new().expect("metrics")).expect("clock");
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (start, mut rx) = start_media(caller.local_addr().expect("addr"));
         let mut link = clock.start_call(start).expect("started");
@@ -324,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_link_ends_the_media_and_calls_spread_over_workers() {
-        let clock = MediaClock::start(2, Metrics::new().expect("metrics")).expect("clock");
+        let clock = MediaClock::start(2, 0, Metrics::new().expect("metrics")).expect("clock");
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = caller.local_addr().expect("addr");
         let (a, mut rx_a) = start_media(addr);

@@ -15,6 +15,7 @@ pub mod ports;
 pub mod recorder;
 pub mod recording_repair;
 pub mod server;
+pub mod thread_priority;
 pub mod transport;
 
 pub use server::{Server, ServerError};

@@ -182,7 +182,11 @@ impl Server {
             Duration::from_secs(5),
             stop_cases.clone(),
         ));
-        let media = match MediaClock::start(self.config.media.clock_threads(), metrics.clone()) {
+        let media = match MediaClock::start(
+            self.config.media.clock_threads(),
+            self.config.media.clock_priority,
+            metrics.clone(),
+        ) {
             Ok(clock) => clock,
             Err(e) => {
                 tracing::error!(error = %e, "media clock failed; cannot run");
