@@ -5,19 +5,26 @@
 //! - the failures are logged and counted: the recordings fail (`ivrd_recording_failures_total`,
 //!   "recording failed" in the log) — they cannot be written while the disk is full, which is the
 //!   documented behaviour — and each case is refused by the disk and held in memory ("case NOT
-//!   spooled; held in memory until the disk takes it"); the call markers cannot be written
-//!   either ("call marker not written") and the cases name no recording;
+//!   spooled; held in memory until the disk takes it"); the call markers are still written (their
+//!   slots were allocated at start-up: no "call marker not written") and the cases name no
+//!   recording;
 //! - nothing reaches the intake receiver while the disk is full;
 //! - once the filler is deleted, within the spool's retry interval (5 s) plus delivery, every case
 //!   is spooled ("held case spooled after the disk recovered") and delivered to a real HTTP
 //!   receiver, schema-valid, one per answered call.
 //!
+//! A second test kills the daemon with SIGKILL during a call answered on the full disk, frees
+//! the space and starts it again: the call's marker, written while the disk was full, becomes
+//! one `abandoned` case that is delivered and validates.
+//!
 //! Needs root (mount) and mkfs.ext4 (e2fsprogs). The image is unmounted in `Drop`, also when the
 //! test fails; the config and the daemon's log live outside the full file system.
 
+mod common;
 mod common_daemon;
 mod common_http;
 
+use common::{Leg, UdpPeer, branch, sdp_offer};
 use common_daemon::{Daemon, DaemonOptions, case_validator, check_case};
 use common_http::Receiver;
 use std::collections::HashSet;
@@ -46,8 +53,8 @@ fn run(cmd: &mut Command) {
 }
 
 impl SmallDisk {
-    fn new(mib: u32) -> SmallDisk {
-        let dir = std::env::temp_dir().join(format!("ivrd-diskfull-{}", std::process::id()));
+    fn new(tag: &str, mib: u32) -> SmallDisk {
+        let dir = std::env::temp_dir().join(format!("ivrd-diskfull-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mount = dir.join("mnt");
         std::fs::create_dir_all(&mount).expect("mount point");
@@ -121,16 +128,22 @@ fn free_bytes(path: &Path) -> u64 {
         .expect("df prints the free bytes")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
-async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() {
-    let disk = SmallDisk::new(16);
-    let mut receiver = Receiver::start().await;
-    let mut options = DaemonOptions::new("diskfull", receiver.url());
+/// A daemon's options with `[storage] dir` on `disk`; config and log stay off it.
+fn options_on(disk: &SmallDisk, tag: &str, intake_url: String) -> DaemonOptions {
+    let mut options = DaemonOptions::new(tag, intake_url);
     let run_dir = options.storage.clone();
     options.storage = disk.mount.join("var");
     std::fs::create_dir_all(&options.storage).expect("storage on the small disk");
     options.run_dir = run_dir;
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
+async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() {
+    let disk = SmallDisk::new("held", 16);
+    let mut receiver = Receiver::start().await;
+    let options = options_on(&disk, "diskfull", receiver.url());
     let daemon = Daemon::start(&options);
 
     let filler = disk.fill();
@@ -190,12 +203,8 @@ async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() 
         "each call's recording fails on a full disk and is counted\n{metrics}"
     );
     assert!(count(&log, "recording failed") >= CALLS as usize, "{log}");
-    // The crash marker cannot be written either: said loudly (a kill now would lose the case).
-    assert_eq!(
-        count(&log, "call marker not written"),
-        CALLS as usize,
-        "{log}"
-    );
+    // The crash markers are written all the same: their slots were allocated at start-up.
+    assert_eq!(count(&log, "call marker not written"), 0, "{log}");
     assert_eq!(metric_sum(&metrics, "ivrd_calls_active"), 0.0);
     assert!(
         receiver.try_next().is_none(),
@@ -241,5 +250,70 @@ async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() 
         "after the filler was deleted: {CALLS} cases spooled and delivered in {took:?}, \
          naming {recordings} recordings"
     );
+    let _ = std::fs::remove_dir_all(&options.run_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
+async fn a_call_answered_on_a_full_disk_and_killed_leaves_an_abandoned_case() {
+    let disk = SmallDisk::new("kill", 16);
+    let mut receiver = Receiver::start().await;
+    let options = options_on(&disk, "diskfull-kill", receiver.url());
+    let mut daemon = Daemon::start(&options);
+    let filler = disk.fill();
+    assert_eq!(free_bytes(&disk.mount), 0, "the file system is full");
+
+    // One call, answered and acknowledged on the full disk; the caller stays on the line.
+    let caller = UdpPeer::new(daemon.sip);
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media socket");
+    let offer = sdp_offer(media.local_addr().expect("addr"), &[8, 101], None);
+    let mut leg = Leg::new(caller.local(), "UDP");
+    caller.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
+    let ok = caller.expect(200, "INVITE");
+    leg.learn(&ok);
+    caller.send(&leg.request("ACK", &branch(), 1, "ACK", &[], None));
+    // The call task logs "IVR started" once its marker write has returned.
+    wait_until("the call's IVR started", Duration::from_secs(20), || {
+        count(&daemon.log_text(), "IVR started") == 1
+    })
+    .await;
+    let log = daemon.log_text();
+    assert_eq!(
+        count(&log, "call marker not written"),
+        0,
+        "the marker is written on the full disk\n{log}"
+    );
+    assert_eq!(
+        free_bytes(&disk.mount),
+        0,
+        "still full when the daemon dies"
+    );
+
+    daemon.kill9();
+    std::fs::remove_file(&filler).expect("delete the filler");
+    daemon.restart(&options);
+
+    let request = receiver.next().await;
+    let key = request.header("idempotency-key").unwrap().to_owned();
+    assert_eq!(
+        check_case(&case_validator(), &options.storage, &request.body),
+        key
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(doc["call_id"].as_str(), Some(leg.call_id.as_str()));
+    assert_eq!(doc["outcome"].as_str(), Some("abandoned"), "{doc:#}");
+    assert_eq!(doc["hangup"]["reason"].as_str(), Some("ivrd_restart"));
+    let log = daemon.log_text();
+    assert_eq!(
+        count(&log, "call interrupted by a restart"),
+        1,
+        "one case for the one call\n{log}"
+    );
+    println!(
+        "after kill -9 on the full disk and a restart with space: case {key} delivered, \
+         outcome {}",
+        doc["outcome"]
+    );
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&options.run_dir);
 }

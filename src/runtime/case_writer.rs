@@ -77,6 +77,11 @@ impl CaseSpool {
         }
     }
 
+    /// Whether the outbox already has `case_id` (pending or dead).
+    pub fn holds(&self, case_id: &CaseId) -> bool {
+        self.outbox().is_some_and(|o| o.contains(case_id))
+    }
+
     /// Cases waiting in memory for the disk.
     pub fn held(&self) -> usize {
         self.held.lock().map_or(0, |h| h.len())
