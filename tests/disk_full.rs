@@ -13,9 +13,10 @@
 //!   is spooled ("held case spooled after the disk recovered") and delivered to a real HTTP
 //!   receiver, schema-valid, one per answered call.
 //!
-//! A second test kills the daemon with SIGKILL during a call answered on the full disk, frees
-//! the space and starts it again: the call's marker, written while the disk was full, becomes
-//! one `abandoned` case that is delivered and validates.
+//! A second test answers two calls on the full disk, lets one caller hang up (its case can only
+//! be held in memory) and kills the daemon with SIGKILL, frees the space and starts it again:
+//! each call's marker, written while the disk was full, becomes one `abandoned` case that is
+//! delivered and validates.
 //!
 //! Needs root (mount) and mkfs.ext4 (e2fsprogs). The image is unmounted in `Drop`, also when the
 //! test fails; the config and the daemon's log live outside the full file system.
@@ -253,9 +254,20 @@ async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() 
     let _ = std::fs::remove_dir_all(&options.run_dir);
 }
 
+/// One call answered over raw SIP (INVITE, 200, ACK) from `caller`; returns its leg.
+fn place_call(caller: &UdpPeer, media: &std::net::UdpSocket) -> Leg {
+    let offer = sdp_offer(media.local_addr().expect("addr"), &[8, 101], None);
+    let mut leg = Leg::new(caller.local(), "UDP");
+    caller.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
+    let ok = caller.expect(200, "INVITE");
+    leg.learn(&ok);
+    caller.send(&leg.request("ACK", &branch(), 1, "ACK", &[], None));
+    leg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root (mount -o loop) and mkfs.ext4"]
-async fn a_call_answered_on_a_full_disk_and_killed_leaves_an_abandoned_case() {
+async fn calls_on_a_full_disk_killed_leave_abandoned_cases() {
     let disk = SmallDisk::new("kill", 16);
     let mut receiver = Receiver::start().await;
     let options = options_on(&disk, "diskfull-kill", receiver.url());
@@ -263,26 +275,33 @@ async fn a_call_answered_on_a_full_disk_and_killed_leaves_an_abandoned_case() {
     let filler = disk.fill();
     assert_eq!(free_bytes(&disk.mount), 0, "the file system is full");
 
-    // One call, answered and acknowledged on the full disk; the caller stays on the line.
+    // Two calls answered and acknowledged on the full disk.
     let caller = UdpPeer::new(daemon.sip);
     let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media socket");
-    let offer = sdp_offer(media.local_addr().expect("addr"), &[8, 101], None);
-    let mut leg = Leg::new(caller.local(), "UDP");
-    caller.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
-    let ok = caller.expect(200, "INVITE");
-    leg.learn(&ok);
-    caller.send(&leg.request("ACK", &branch(), 1, "ACK", &[], None));
-    // The call task logs "IVR started" once its marker write has returned.
-    wait_until("the call's IVR started", Duration::from_secs(20), || {
-        count(&daemon.log_text(), "IVR started") == 1
+    let mut ended = place_call(&caller, &media);
+    let up = place_call(&caller, &media);
+    // A call task logs "IVR started" once its marker write has returned.
+    wait_until("both calls' IVR started", Duration::from_secs(20), || {
+        count(&daemon.log_text(), "IVR started") == 2
     })
     .await;
     let log = daemon.log_text();
     assert_eq!(
         count(&log, "call marker not written"),
         0,
-        "the marker is written on the full disk\n{log}"
+        "the markers are written on the full disk\n{log}"
     );
+    // The first caller hangs up: the case can only be held in memory, so its marker stays.
+    let cseq = ended.next_cseq();
+    caller.send(&ended.request("BYE", &branch(), cseq, "BYE", &[], None));
+    caller.expect(200, "BYE");
+    let held = "case NOT spooled; held in memory until the disk takes it";
+    wait_until(
+        "the ended call's case held",
+        Duration::from_secs(20),
+        || count(&daemon.log_text(), held) == 1,
+    )
+    .await;
     assert_eq!(
         free_bytes(&disk.mount),
         0,
@@ -293,26 +312,28 @@ async fn a_call_answered_on_a_full_disk_and_killed_leaves_an_abandoned_case() {
     std::fs::remove_file(&filler).expect("delete the filler");
     daemon.restart(&options);
 
-    let request = receiver.next().await;
-    let key = request.header("idempotency-key").unwrap().to_owned();
-    assert_eq!(
-        check_case(&case_validator(), &options.storage, &request.body),
-        key
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-    assert_eq!(doc["call_id"].as_str(), Some(leg.call_id.as_str()));
-    assert_eq!(doc["outcome"].as_str(), Some("abandoned"), "{doc:#}");
-    assert_eq!(doc["hangup"]["reason"].as_str(), Some("ivrd_restart"));
+    let validator = case_validator();
+    let mut delivered = HashSet::new();
+    for _ in 0..2 {
+        let request = receiver.next().await;
+        let key = request.header("idempotency-key").unwrap().to_owned();
+        assert_eq!(check_case(&validator, &options.storage, &request.body), key);
+        let doc: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(doc["outcome"].as_str(), Some("abandoned"), "{doc:#}");
+        assert_eq!(doc["hangup"]["reason"].as_str(), Some("ivrd_restart"));
+        delivered.insert(doc["call_id"].as_str().unwrap().to_string());
+    }
+    let calls: HashSet<String> = [ended.call_id.clone(), up.call_id.clone()].into();
+    assert_eq!(delivered, calls, "one case per call");
     let log = daemon.log_text();
     assert_eq!(
         count(&log, "call interrupted by a restart"),
-        1,
-        "one case for the one call\n{log}"
+        2,
+        "one case for each call\n{log}"
     );
     println!(
-        "after kill -9 on the full disk and a restart with space: case {key} delivered, \
-         outcome {}",
-        doc["outcome"]
+        "after kill -9 on the full disk (one call up, one ended with its case held in memory) \
+         and a restart with space: 2 abandoned cases delivered"
     );
     drop(daemon);
     let _ = std::fs::remove_dir_all(&options.run_dir);

@@ -575,12 +575,11 @@ impl CallTask {
             path = %journal.nodes_visited().join(">"),
             "call finished"
         );
-        // The marker goes only once the case is on disk (or held in memory for the disk).
-        self.shared.cases.spool(self.case_id.clone(), &case).await;
-        if let Some(place) = self.marker.take() {
-            let markers = self.shared.markers.clone();
-            let _ = tokio::task::spawn_blocking(move || markers.clear(&place)).await;
-        }
+        // The marker goes only once the case is on disk: a case held in memory for the disk
+        // would die with the process, the marker would not.
+        let marker = self.marker.take().map(|p| (self.shared.markers.clone(), p));
+        let (cases, id) = (&self.shared.cases, self.case_id.clone());
+        cases.spool_clearing(id, &case, marker).await;
     }
 
     fn observe_media(&self, session: &MediaSession, send_errors: u64) {

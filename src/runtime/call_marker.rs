@@ -158,7 +158,8 @@ pub async fn open(storage: &Path, calls: usize) -> (Arc<MarkerStore>, Vec<Interr
     }
 }
 
-/// Spools the case of each interrupted call and clears its marker once the case is on disk. A
+/// Spools the case of each interrupted call and clears its marker once the case is on disk
+/// (at once, or when a case held in memory for a full disk is written). A
 /// call whose own case is already in the outbox (a crash between spooling it and clearing the
 /// marker) gets no second case: its marker is only cleared.
 pub async fn spool_interrupted(
@@ -167,17 +168,15 @@ pub async fn spool_interrupted(
     cases: &CaseSpool,
 ) {
     for call in interrupted {
-        let spooled = if cases.holds(&call.case_id) {
+        if cases.holds(&call.case_id) {
             tracing::info!(case_id = %call.case_id, "interrupted call's case already spooled; marker cleared");
-            true
-        } else {
-            tracing::warn!(case_id = %call.case_id, call_id = %call.case.call_id, "call interrupted by a restart: case written as abandoned");
-            cases.spool(call.case_id.clone(), &call.case).await
-        };
-        if spooled {
             let markers = markers.clone();
             let _ = tokio::task::spawn_blocking(move || markers.clear(&call.place)).await;
+            continue;
         }
+        tracing::warn!(case_id = %call.case_id, call_id = %call.case.call_id, "call interrupted by a restart: case written as abandoned");
+        let marker = Some((markers.clone(), call.place));
+        cases.spool_clearing(call.case_id, &call.case, marker).await;
     }
 }
 
