@@ -57,6 +57,12 @@ pub struct SipSection {
     pub invites_per_sec_per_source: u32,
     /// New INVITEs one trusted source may send at once above that rate.
     pub invite_burst_per_source: u32,
+    /// Out-of-dialog requests other than INVITE (OPTIONS, REGISTER, MESSAGE…) one trusted
+    /// source may send per second, sustained; more get a stateless 503 + Retry-After. Far above
+    /// a trunk's OPTIONS keep-alives (one every few seconds at most).
+    pub other_requests_per_sec_per_source: u32,
+    /// Such requests one trusted source may send at once above that rate.
+    pub other_request_burst_per_source: u32,
     /// Ring this long (180) before answering, in milliseconds.
     pub answer_delay_ms: u64,
     /// Retry-After seconds on 503.
@@ -89,6 +95,8 @@ impl Default for SipSection {
             max_calls_per_source: 4000,
             invites_per_sec_per_source: 500,
             invite_burst_per_source: 1000,
+            other_requests_per_sec_per_source: 50,
+            other_request_burst_per_source: 200,
             answer_delay_ms: 0,
             retry_after_secs: 30,
             drain_secs: 30,
@@ -261,6 +269,14 @@ impl Config {
                 "invite_burst_per_source",
                 u64::from(self.sip.invite_burst_per_source),
             ),
+            (
+                "other_requests_per_sec_per_source",
+                u64::from(self.sip.other_requests_per_sec_per_source),
+            ),
+            (
+                "other_request_burst_per_source",
+                u64::from(self.sip.other_request_burst_per_source),
+            ),
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be at least 1".into()));
@@ -324,6 +340,8 @@ impl Config {
             max_calls_per_source: self.sip.max_calls_per_source,
             invites_per_sec_per_source: self.sip.invites_per_sec_per_source,
             invite_burst_per_source: self.sip.invite_burst_per_source,
+            other_requests_per_sec_per_source: self.sip.other_requests_per_sec_per_source,
+            other_request_burst_per_source: self.sip.other_request_burst_per_source,
             codecs: self.media.codecs.clone(),
             answer_delay: Duration::from_millis(self.sip.answer_delay_ms),
             retry_after_secs: self.sip.retry_after_secs,
@@ -392,7 +410,8 @@ mod tests {
     #[test]
     fn per_source_limits_are_read_validated_and_passed_on() {
         let c = Config::from_toml(
-            "[sip]\nmax_calls_per_source = 30\ninvites_per_sec_per_source = 7\ninvite_burst_per_source = 9\n",
+            "[sip]\nmax_calls_per_source = 30\ninvites_per_sec_per_source = 7\ninvite_burst_per_source = 9\n\
+             other_requests_per_sec_per_source = 3\nother_request_burst_per_source = 4\n",
             Path::new("c.toml"),
         )
         .expect("valid");
@@ -401,9 +420,11 @@ mod tests {
             (
                 e.max_calls_per_source,
                 e.invites_per_sec_per_source,
-                e.invite_burst_per_source
+                e.invite_burst_per_source,
+                e.other_requests_per_sec_per_source,
+                e.other_request_burst_per_source
             ),
-            (30, 7, 9)
+            (30, 7, 9, 3, 4)
         );
         let defaults = Config::default();
         assert!(
@@ -411,10 +432,17 @@ mod tests {
                 .to_toml()
                 .contains("invites_per_sec_per_source = 500")
         );
+        assert!(
+            defaults
+                .to_toml()
+                .contains("other_requests_per_sec_per_source = 50")
+        );
         for key in [
             "max_calls_per_source",
             "invites_per_sec_per_source",
             "invite_burst_per_source",
+            "other_requests_per_sec_per_source",
+            "other_request_burst_per_source",
         ] {
             let err = Config::from_toml(&format!("[sip]\n{key} = 0\n"), Path::new("c.toml"))
                 .expect_err("zero");

@@ -5,19 +5,27 @@
 //! - the failures are logged and counted: the recordings fail (`ivrd_recording_failures_total`,
 //!   "recording failed" in the log) — they cannot be written while the disk is full, which is the
 //!   documented behaviour — and each case is refused by the disk and held in memory ("case NOT
-//!   spooled; held in memory until the disk takes it"); the call markers cannot be written
-//!   either ("call marker not written") and the cases name no recording;
+//!   spooled; held in memory until the disk takes it"); the call markers are still written (their
+//!   slots were allocated at start-up: no "call marker not written") and the cases name no
+//!   recording;
 //! - nothing reaches the intake receiver while the disk is full;
 //! - once the filler is deleted, within the spool's retry interval (5 s) plus delivery, every case
 //!   is spooled ("held case spooled after the disk recovered") and delivered to a real HTTP
 //!   receiver, schema-valid, one per answered call.
 //!
+//! A second test answers two calls on the full disk, lets one caller hang up (its case can only
+//! be held in memory) and kills the daemon with SIGKILL, frees the space and starts it again:
+//! each call's marker, written while the disk was full, becomes one `abandoned` case that is
+//! delivered and validates.
+//!
 //! Needs root (mount) and mkfs.ext4 (e2fsprogs). The image is unmounted in `Drop`, also when the
 //! test fails; the config and the daemon's log live outside the full file system.
 
+mod common;
 mod common_daemon;
 mod common_http;
 
+use common::{Leg, UdpPeer, branch, sdp_offer};
 use common_daemon::{Daemon, DaemonOptions, case_validator, check_case};
 use common_http::Receiver;
 use std::collections::HashSet;
@@ -46,8 +54,8 @@ fn run(cmd: &mut Command) {
 }
 
 impl SmallDisk {
-    fn new(mib: u32) -> SmallDisk {
-        let dir = std::env::temp_dir().join(format!("ivrd-diskfull-{}", std::process::id()));
+    fn new(tag: &str, mib: u32) -> SmallDisk {
+        let dir = std::env::temp_dir().join(format!("ivrd-diskfull-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mount = dir.join("mnt");
         std::fs::create_dir_all(&mount).expect("mount point");
@@ -121,16 +129,22 @@ fn free_bytes(path: &Path) -> u64 {
         .expect("df prints the free bytes")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
-async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() {
-    let disk = SmallDisk::new(16);
-    let mut receiver = Receiver::start().await;
-    let mut options = DaemonOptions::new("diskfull", receiver.url());
+/// A daemon's options with `[storage] dir` on `disk`; config and log stay off it.
+fn options_on(disk: &SmallDisk, tag: &str, intake_url: String) -> DaemonOptions {
+    let mut options = DaemonOptions::new(tag, intake_url);
     let run_dir = options.storage.clone();
     options.storage = disk.mount.join("var");
     std::fs::create_dir_all(&options.storage).expect("storage on the small disk");
     options.run_dir = run_dir;
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
+async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() {
+    let disk = SmallDisk::new("held", 16);
+    let mut receiver = Receiver::start().await;
+    let options = options_on(&disk, "diskfull", receiver.url());
     let daemon = Daemon::start(&options);
 
     let filler = disk.fill();
@@ -190,12 +204,8 @@ async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() 
         "each call's recording fails on a full disk and is counted\n{metrics}"
     );
     assert!(count(&log, "recording failed") >= CALLS as usize, "{log}");
-    // The crash marker cannot be written either: said loudly (a kill now would lose the case).
-    assert_eq!(
-        count(&log, "call marker not written"),
-        CALLS as usize,
-        "{log}"
-    );
+    // The crash markers are written all the same: their slots were allocated at start-up.
+    assert_eq!(count(&log, "call marker not written"), 0, "{log}");
     assert_eq!(metric_sum(&metrics, "ivrd_calls_active"), 0.0);
     assert!(
         receiver.try_next().is_none(),
@@ -241,5 +251,90 @@ async fn full_disk_holds_cases_in_memory_and_delivers_them_once_space_returns() 
         "after the filler was deleted: {CALLS} cases spooled and delivered in {took:?}, \
          naming {recordings} recordings"
     );
+    let _ = std::fs::remove_dir_all(&options.run_dir);
+}
+
+/// One call answered over raw SIP (INVITE, 200, ACK) from `caller`; returns its leg.
+fn place_call(caller: &UdpPeer, media: &std::net::UdpSocket) -> Leg {
+    let offer = sdp_offer(media.local_addr().expect("addr"), &[8, 101], None);
+    let mut leg = Leg::new(caller.local(), "UDP");
+    caller.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
+    let ok = caller.expect(200, "INVITE");
+    leg.learn(&ok);
+    caller.send(&leg.request("ACK", &branch(), 1, "ACK", &[], None));
+    leg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mount -o loop) and mkfs.ext4"]
+async fn calls_on_a_full_disk_killed_leave_abandoned_cases() {
+    let disk = SmallDisk::new("kill", 16);
+    let mut receiver = Receiver::start().await;
+    let options = options_on(&disk, "diskfull-kill", receiver.url());
+    let mut daemon = Daemon::start(&options);
+    let filler = disk.fill();
+    assert_eq!(free_bytes(&disk.mount), 0, "the file system is full");
+
+    // Two calls answered and acknowledged on the full disk.
+    let caller = UdpPeer::new(daemon.sip);
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media socket");
+    let mut ended = place_call(&caller, &media);
+    let up = place_call(&caller, &media);
+    // A call task logs "IVR started" once its marker write has returned.
+    wait_until("both calls' IVR started", Duration::from_secs(20), || {
+        count(&daemon.log_text(), "IVR started") == 2
+    })
+    .await;
+    let log = daemon.log_text();
+    assert_eq!(
+        count(&log, "call marker not written"),
+        0,
+        "the markers are written on the full disk\n{log}"
+    );
+    // The first caller hangs up: the case can only be held in memory, so its marker stays.
+    let cseq = ended.next_cseq();
+    caller.send(&ended.request("BYE", &branch(), cseq, "BYE", &[], None));
+    caller.expect(200, "BYE");
+    let held = "case NOT spooled; held in memory until the disk takes it";
+    wait_until(
+        "the ended call's case held",
+        Duration::from_secs(20),
+        || count(&daemon.log_text(), held) == 1,
+    )
+    .await;
+    assert_eq!(
+        free_bytes(&disk.mount),
+        0,
+        "still full when the daemon dies"
+    );
+
+    daemon.kill9();
+    std::fs::remove_file(&filler).expect("delete the filler");
+    daemon.restart(&options);
+
+    let validator = case_validator();
+    let mut delivered = HashSet::new();
+    for _ in 0..2 {
+        let request = receiver.next().await;
+        let key = request.header("idempotency-key").unwrap().to_owned();
+        assert_eq!(check_case(&validator, &options.storage, &request.body), key);
+        let doc: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(doc["outcome"].as_str(), Some("abandoned"), "{doc:#}");
+        assert_eq!(doc["hangup"]["reason"].as_str(), Some("ivrd_restart"));
+        delivered.insert(doc["call_id"].as_str().unwrap().to_string());
+    }
+    let calls: HashSet<String> = [ended.call_id.clone(), up.call_id.clone()].into();
+    assert_eq!(delivered, calls, "one case per call");
+    let log = daemon.log_text();
+    assert_eq!(
+        count(&log, "call interrupted by a restart"),
+        2,
+        "one case for each call\n{log}"
+    );
+    println!(
+        "after kill -9 on the full disk (one call up, one ended with its case held in memory) \
+         and a restart with space: 2 abandoned cases delivered"
+    );
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&options.run_dir);
 }

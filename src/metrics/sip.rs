@@ -14,6 +14,9 @@ const COMMON_METHODS: [&str; 9] = [
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
 ];
 
+/// The `limit` label values of `ivrd_sip_source_limited_total`.
+const SOURCE_LIMITS: [&str; 3] = ["calls", "invite_rate", "request_rate"];
+
 /// The SIP group.
 pub(super) struct SipMetrics {
     requests: IntCounterVec,
@@ -22,7 +25,7 @@ pub(super) struct SipMetrics {
     parse_errors: IntCounter,
     dropped: IntCounter,
     acl_rejections: IntCounter,
-    source_limited: IntCounter,
+    source_limited: IntCounterVec,
     transaction_timeouts: IntCounter,
     /// The endpoint's counters at the previous [`Metrics::observe_sip_counters`] call.
     last: Mutex<SipCounters>,
@@ -36,6 +39,15 @@ impl SipMetrics {
             &["method"],
         )?;
         register::touch(&requests, &COMMON_METHODS.map(|m| [m]));
+        let source_limited = reg.counter_vec(
+            "ivrd_sip_source_limited_total",
+            "Requests from a trusted source refused with 503 by a per-source limit: calls held \
+             (calls) or new INVITEs a second (invite_rate), both also counted in \
+             ivrd_calls_rejected_total{reason=\"overload\"}; or out-of-dialog non-INVITE \
+             requests a second (request_rate).",
+            &["limit"],
+        )?;
+        register::touch(&source_limited, &SOURCE_LIMITS.map(|l| [l]));
         Ok(SipMetrics {
             requests,
             responses: reg.counter_vec(
@@ -59,11 +71,7 @@ impl SipMetrics {
                 "ivrd_sip_acl_rejections_total",
                 "INVITEs refused with 403 because the source is not trusted.",
             )?,
-            source_limited: reg.counter(
-                "ivrd_sip_source_limited_total",
-                "INVITEs from a trusted source refused with 503 by a per-source limit (calls held \
-                 or INVITE rate); also counted in ivrd_calls_rejected_total{reason=\"overload\"}.",
-            )?,
+            source_limited,
             transaction_timeouts: reg.counter(
                 "ivrd_sip_transaction_timeouts_total",
                 "SIP transactions that ended by timer (no ACK, no response).",
@@ -126,7 +134,17 @@ impl Metrics {
         self.sip.parse_errors.inc_by(d(|c| c.parse_errors));
         self.sip.dropped.inc_by(d(|c| c.dropped));
         self.sip.acl_rejections.inc_by(d(|c| c.acl_rejected));
-        self.sip.source_limited.inc_by(d(|c| c.source_limited));
+        let limited = [
+            d(|c| c.source_limited_calls),
+            d(|c| c.source_limited_invite_rate),
+            d(|c| c.source_limited_requests),
+        ];
+        for (limit, n) in SOURCE_LIMITS.into_iter().zip(limited) {
+            self.sip
+                .source_limited
+                .with_label_values(&[limit])
+                .inc_by(n);
+        }
         self.sip
             .retransmissions
             .inc_by(d(|c| c.retransmissions_sent));

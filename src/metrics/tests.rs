@@ -186,7 +186,8 @@ fn observe_sip_counters_adds_only_what_grew() {
         calls_answered: 3,
         acl_rejected: 1,
         overload_rejected: 1,
-        source_limited: 1,
+        source_limited_invite_rate: 1,
+        source_limited_requests: 2,
         retransmissions_sent: 4,
         ..SipCounters::default()
     };
@@ -203,7 +204,24 @@ fn observe_sip_counters_adds_only_what_grew() {
         Some(4.0)
     );
     assert_eq!(value(&text, "ivrd_sip_acl_rejections_total"), Some(1.0));
-    assert_eq!(value(&text, "ivrd_sip_source_limited_total"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            r#"ivrd_sip_source_limited_total{limit="invite_rate"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"ivrd_sip_source_limited_total{limit="request_rate"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"ivrd_sip_source_limited_total{limit="calls"}"#),
+        Some(0.0)
+    );
     assert_eq!(
         value(&text, r#"ivrd_calls_rejected_total{reason="acl"}"#),
         Some(1.0)

@@ -14,6 +14,7 @@ use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::{PromptId, PromptLibrary};
 use crate::media::session::{MediaEvent, MediaSession, SessionParams};
 use crate::metrics::{Metrics, RecordingKind};
+use crate::runtime::call_marker::{CallMarker, MarkerPlace, MarkerStore};
 use crate::runtime::case_writer::{self, hangup_of, recording_ref, unix_ms_of};
 use crate::runtime::media_call::{FinishedMedia, MediaCommand, MediaNotice, MessageTap};
 use crate::runtime::media_clock::{MediaClock, MediaLink, StartMedia};
@@ -74,8 +75,8 @@ pub struct CallShared {
     pub cases: Arc<case_writer::CaseSpool>,
     pub metrics: Arc<Metrics>,
     pub host: String,
-    /// `[storage] dir`, where call markers live.
-    pub storage: std::path::PathBuf,
+    /// The markers that turn a crash during a call into an abandoned case.
+    pub markers: Arc<MarkerStore>,
 }
 
 /// Bytes of one packet we send: RTP header plus one 20 ms G.711 frame.
@@ -139,6 +140,8 @@ struct CallTask {
     recordings: Vec<RecordingRef>,
     media_timed_out: bool,
     hangup_sent: bool,
+    /// Where the call's marker is, if it could be written.
+    marker: Option<MarkerPlace>,
 }
 
 async fn run(
@@ -163,7 +166,7 @@ async fn run(
     let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
     let call_recorder = start_call_recorder(&shared, &info, date);
-    write_marker(&shared, &info, &case_id, now, date, call_recorder.is_some()).await;
+    let marker = write_marker(&shared, &info, &case_id, now, date, call_recorder.is_some()).await;
     let (notice_tx, notices) = mpsc::unbounded_channel();
     let Some(media) = shared.media.start_call(StartMedia {
         session,
@@ -195,6 +198,7 @@ async fn run(
         recordings: Vec::new(),
         media_timed_out: false,
         hangup_sent: false,
+        marker,
     };
     task.apply_actions(now).await;
     let end = loop {
@@ -259,8 +263,8 @@ async fn write_marker(
     answered: Instant,
     date: RecordingDate,
     recording: bool,
-) {
-    let marker = crate::runtime::call_marker::CallMarker {
+) -> Option<MarkerPlace> {
+    let marker = CallMarker {
         case_id: case_id.to_string(),
         call_id: info.call_id.clone(),
         caller: info.caller.clone(),
@@ -276,13 +280,14 @@ async fn write_marker(
         }),
         host: shared.host.clone(),
     };
-    let storage = shared.storage.clone();
-    match tokio::task::spawn_blocking(move || crate::runtime::call_marker::write(&storage, &marker))
-        .await
-    {
-        Ok(Ok(())) => {}
+    let markers = shared.markers.clone();
+    match tokio::task::spawn_blocking(move || markers.write(&marker)).await {
+        Ok(Ok(place)) => Some(place),
         _ => {
-            tracing::error!("call marker not written; a crash during this call would leave no case")
+            tracing::error!(
+                "call marker not written; a crash during this call would leave no case"
+            );
+            None
         }
     }
 }
@@ -570,12 +575,11 @@ impl CallTask {
             path = %journal.nodes_visited().join(">"),
             "call finished"
         );
-        // The marker goes only once the case is on disk (or held in memory for the disk).
-        self.shared.cases.spool(self.case_id.clone(), &case).await;
-        let (storage, id) = (self.shared.storage.clone(), self.case_id.to_string());
-        let _ =
-            tokio::task::spawn_blocking(move || crate::runtime::call_marker::remove(&storage, &id))
-                .await;
+        // The marker goes only once the case is on disk: a case held in memory for the disk
+        // would die with the process, the marker would not.
+        let marker = self.marker.take().map(|p| (self.shared.markers.clone(), p));
+        let (cases, id) = (&self.shared.cases, self.case_id.clone());
+        cases.spool_clearing(id, &case, marker).await;
     }
 
     fn observe_media(&self, session: &MediaSession, send_errors: u64) {

@@ -1,15 +1,24 @@
 //! A durable marker for each call in progress, so that a call interrupted by a crash still leaves
 //! a case (DOMAIN.md: a caller who got no answer must be called back). The marker is written when
-//! the call is answered and removed once the call's own case is spooled; markers left over at
+//! the call is answered and cleared once the call's own case is spooled; markers left over at
 //! start-up become `abandoned` cases with the repaired recording attached.
+//!
+//! Markers live in the pre-allocated slot file `<storage>/active/markers.slots`
+//! ([`marker_slots`](super::marker_slots)), so one can be written while the volume is full.
+//! A marker too long for a slot, or written while the slot file could not be opened, goes to
+//! `<storage>/active/<case>.json` (temp file, fsync, rename, directory fsync), the format of
+//! earlier versions, whose leftovers are still recovered.
 
 use crate::case::skeleton::{Hangup, RecordingRef};
 use crate::case::{CallFacts, CaseId, CaseSkeleton};
+use crate::runtime::case_writer::CaseSpool;
+use crate::runtime::marker_slots::{Leftover, SlotError, SlotFile};
 use crate::runtime::recorder::STEREO_FORMAT;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What is known about a call when it is answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +35,151 @@ pub struct CallMarker {
     pub host: String,
 }
 
+/// The slot file's name in the marker directory.
+const SLOT_FILE: &str = "markers.slots";
+/// Slots allocated at start-up at most (16 MiB): a `max_calls` set far above what the machine
+/// can carry (a load test's 100,000) should not cost that much disk; beyond it the file grows
+/// as calls come, which needs free space.
+const MAX_PREALLOCATED: usize = 16_384;
+
+/// Where one call's marker was written, to clear it when the call's case is spooled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerPlace {
+    Slot(usize),
+    /// `<storage>/active/<case id>.json`.
+    File(String),
+}
+
+/// A marker found at start-up: its case, and where it is, to clear once the case is spooled.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub case_id: CaseId,
+    pub case: CaseSkeleton,
+    pub place: MarkerPlace,
+}
+
+/// The markers of calls in progress. Every method is blocking IO.
+#[derive(Debug)]
+pub struct MarkerStore {
+    storage: PathBuf,
+    /// `None` when the slot file could not be opened; markers then go to files.
+    slots: Option<SlotFile>,
+}
+
+impl MarkerStore {
+    /// Opens the slot file with room for `calls` markers (at most `MAX_PREALLOCATED`), creating
+    /// it if needed, and returns the calls a crash interrupted, from slots and from marker
+    /// files. Run after recordings were repaired. Unreadable and torn markers are logged and
+    /// skipped.
+    pub fn open(storage: &Path, calls: usize) -> (MarkerStore, Vec<Interrupted>) {
+        let dir = marker_dir(storage);
+        let opened = std::fs::create_dir_all(&dir)
+            .map_err(|source| SlotError::Io {
+                path: dir.clone(),
+                source,
+            })
+            .and_then(|()| SlotFile::open(&dir.join(SLOT_FILE), calls.min(MAX_PREALLOCATED)));
+        let (slots, leftovers) = match opened {
+            Ok((slots, leftovers)) => (Some(slots), leftovers),
+            Err(e) => {
+                tracing::error!(error = %e, "call marker slots not opened; markers need free space");
+                (None, Vec::new())
+            }
+        };
+        let mut interrupted = Vec::new();
+        for leftover in leftovers {
+            match leftover {
+                Leftover::Torn { slot } => {
+                    tracing::error!(slot, "torn call marker skipped (a crash during its write)");
+                }
+                Leftover::Payload { slot, bytes } => {
+                    let place = MarkerPlace::Slot(slot);
+                    match serde_json::from_slice::<CallMarker>(&bytes) {
+                        Ok(marker) => interrupted.extend(interrupted_call(storage, &marker, place)),
+                        Err(e) => {
+                            tracing::error!(slot, error = %e, "unreadable call marker skipped")
+                        }
+                    }
+                }
+            }
+        }
+        interrupted.extend(recover_files(storage));
+        (
+            MarkerStore {
+                storage: storage.to_path_buf(),
+                slots,
+            },
+            interrupted,
+        )
+    }
+
+    /// Writes the marker durably: into a slot, or a file of its own if it does not fit one.
+    pub fn write(&self, marker: &CallMarker) -> std::io::Result<MarkerPlace> {
+        let json = serde_json::to_vec(marker).map_err(std::io::Error::other)?;
+        match self.slots.as_ref().map(|s| s.write(&json)) {
+            Some(Ok(slot)) => return Ok(MarkerPlace::Slot(slot)),
+            Some(Err(SlotError::TooLarge { len })) => {
+                tracing::warn!(len, "call marker longer than a slot; written as a file");
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "call marker slot not written; trying a file")
+            }
+            None => {}
+        }
+        write_file(&self.storage, &marker.case_id, &json)?;
+        Ok(MarkerPlace::File(marker.case_id.clone()))
+    }
+
+    /// Clears a marker once its call's case is spooled.
+    pub fn clear(&self, place: &MarkerPlace) -> std::io::Result<()> {
+        match (place, &self.slots) {
+            (MarkerPlace::Slot(slot), Some(slots)) => {
+                slots.clear(*slot).map_err(std::io::Error::other)
+            }
+            (MarkerPlace::Slot(_), None) => Ok(()),
+            (MarkerPlace::File(case_id), _) => remove(&self.storage, case_id),
+        }
+    }
+}
+
+/// [`MarkerStore::open`] on tokio's blocking pool.
+pub async fn open(storage: &Path, calls: usize) -> (Arc<MarkerStore>, Vec<Interrupted>) {
+    let dir = storage.to_path_buf();
+    match tokio::task::spawn_blocking(move || MarkerStore::open(&dir, calls)).await {
+        Ok((store, interrupted)) => (Arc::new(store), interrupted),
+        Err(e) => {
+            tracing::error!(error = %e, "call markers not opened; markers need free space");
+            let store = MarkerStore {
+                storage: storage.to_path_buf(),
+                slots: None,
+            };
+            (Arc::new(store), Vec::new())
+        }
+    }
+}
+
+/// Spools the case of each interrupted call and clears its marker once the case is on disk
+/// (at once, or when a case held in memory for a full disk is written). A
+/// call whose own case is already in the outbox (a crash between spooling it and clearing the
+/// marker) gets no second case: its marker is only cleared.
+pub async fn spool_interrupted(
+    markers: &Arc<MarkerStore>,
+    interrupted: Vec<Interrupted>,
+    cases: &CaseSpool,
+) {
+    for call in interrupted {
+        if cases.holds(&call.case_id) {
+            tracing::info!(case_id = %call.case_id, "interrupted call's case already spooled; marker cleared");
+            let markers = markers.clone();
+            let _ = tokio::task::spawn_blocking(move || markers.clear(&call.place)).await;
+            continue;
+        }
+        tracing::warn!(case_id = %call.case_id, call_id = %call.case.call_id, "call interrupted by a restart: case written as abandoned");
+        let marker = Some((markers.clone(), call.place));
+        cases.spool_clearing(call.case_id, &call.case, marker).await;
+    }
+}
+
 /// `<storage>/active`.
 pub fn marker_dir(storage: &Path) -> PathBuf {
     storage.join("active")
@@ -35,36 +189,39 @@ fn marker_path(storage: &Path, case_id: &str) -> PathBuf {
     marker_dir(storage).join(format!("{case_id}.json"))
 }
 
-/// Writes the marker durably (temp file, fsync, rename, fsync the directory). Blocking IO.
-pub fn write(storage: &Path, marker: &CallMarker) -> std::io::Result<()> {
+/// Writes a marker file durably (temp file, fsync, rename, fsync the directory).
+fn write_file(storage: &Path, case_id: &str, json: &[u8]) -> std::io::Result<()> {
     let dir = marker_dir(storage);
     std::fs::create_dir_all(&dir)?;
-    let json = serde_json::to_vec(marker).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!("{}.json.tmp", marker.case_id));
+    let tmp = dir.join(format!("{case_id}.json.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&json)?;
+    file.write_all(json)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, marker_path(storage, &marker.case_id))?;
+    std::fs::rename(&tmp, marker_path(storage, case_id))?;
     std::fs::File::open(&dir)?.sync_all()
 }
 
-/// Removes the marker once the call's case is spooled. Blocking IO.
-pub fn remove(storage: &Path, case_id: &str) -> std::io::Result<()> {
+/// Removes a marker file.
+fn remove(storage: &Path, case_id: &str) -> std::io::Result<()> {
     match std::fs::remove_file(marker_path(storage, case_id)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }
 
-/// The cases of calls a crash interrupted, one per leftover marker, with their case ids.
-/// Run after recordings were repaired. Unreadable markers are logged and skipped.
-pub fn recover(storage: &Path) -> Vec<(CaseId, CaseSkeleton)> {
+/// The calls behind leftover marker files (this version's oversize markers, and every marker
+/// of versions before the slot file).
+fn recover_files(storage: &Path) -> Vec<Interrupted> {
     let Ok(entries) = std::fs::read_dir(marker_dir(storage)) else {
         return Vec::new();
     };
     let mut cases = Vec::new();
     for path in entries.flatten().map(|e| e.path()) {
+        if path.file_name().is_some_and(|n| n == SLOT_FILE) {
+            continue;
+        }
         if path.extension().is_none_or(|x| x != "json") {
+            // A temp file: its write never completed, so the call never relied on it.
             let _ = std::fs::remove_file(&path);
             continue;
         }
@@ -75,13 +232,26 @@ pub fn recover(storage: &Path) -> Vec<(CaseId, CaseSkeleton)> {
             tracing::error!(path = %path.display(), "unreadable call marker skipped");
             continue;
         };
-        let Ok(case_id) = CaseId::parse(&marker.case_id) else {
-            tracing::error!(path = %path.display(), "call marker with a bad case id skipped");
-            continue;
-        };
-        cases.push((case_id, interrupted_case(storage, &marker)));
+        let place = MarkerPlace::File(marker.case_id.clone());
+        cases.extend(interrupted_call(storage, &marker, place));
     }
     cases
+}
+
+fn interrupted_call(
+    storage: &Path,
+    marker: &CallMarker,
+    place: MarkerPlace,
+) -> Option<Interrupted> {
+    let Ok(case_id) = CaseId::parse(&marker.case_id) else {
+        tracing::error!(case_id = %marker.case_id, "call marker with a bad case id skipped");
+        return None;
+    };
+    Some(Interrupted {
+        case_id,
+        case: interrupted_case(storage, marker),
+        place,
+    })
 }
 
 fn interrupted_case(storage: &Path, marker: &CallMarker) -> CaseSkeleton {
@@ -140,13 +310,33 @@ fn recording_ref(storage: &Path, relative: &str) -> Option<RecordingRef> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_leftover_marker_becomes_an_abandoned_case_with_its_recording() {
+    fn temp_storage() -> PathBuf {
         let storage = std::env::temp_dir().join(format!(
             "ivrd-marker-{}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
+        std::fs::create_dir_all(&storage).expect("mkdir");
+        storage
+    }
+
+    fn marker(id: &CaseId, call_id: &str, recording: Option<&str>) -> CallMarker {
+        CallMarker {
+            case_id: id.to_string(),
+            call_id: call_id.into(),
+            caller: "sip:+8613800000000@t".into(),
+            called: "sip:12345@i".into(),
+            trunk: "127.0.0.1".into(),
+            received_unix_ms: 1_795_706_043_000,
+            answered_unix_ms: 1_795_706_043_250,
+            recording: recording.map(str::to_string),
+            host: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_leftover_marker_becomes_an_abandoned_case_with_its_recording() {
+        let storage = temp_storage();
         let rel = "recordings/2026/11/26/x.wav";
         std::fs::create_dir_all(storage.join("recordings/2026/11/26")).expect("mkdir");
         let spec = hound::WavSpec {
@@ -161,22 +351,16 @@ mod tests {
         }
         w.finalize().expect("finalize");
         let id = CaseId::new(1_795_706_043_250, 7);
-        let marker = CallMarker {
-            case_id: id.to_string(),
-            call_id: "c@x".into(),
-            caller: "sip:+8613800000000@t".into(),
-            called: "sip:12345@i".into(),
-            trunk: "127.0.0.1".into(),
-            received_unix_ms: 1_795_706_043_000,
-            answered_unix_ms: 1_795_706_043_250,
-            recording: Some(rel.into()),
-            host: "test".into(),
-        };
-        write(&storage, &marker).expect("write");
-        let cases = recover(&storage);
-        assert_eq!(cases.len(), 1);
-        let (case_id, case) = &cases[0];
-        assert_eq!(case_id, &id);
+        let (store, none) = MarkerStore::open(&storage, 4);
+        assert!(none.is_empty());
+        let place = store.write(&marker(&id, "c@x", Some(rel))).expect("write");
+        assert!(matches!(place, MarkerPlace::Slot(_)), "{place:?}");
+        drop(store);
+        let (store, interrupted) = MarkerStore::open(&storage, 4);
+        assert_eq!(interrupted.len(), 1);
+        let call = &interrupted[0];
+        assert_eq!((&call.case_id, &call.place), (&id, &place));
+        let case = &call.case;
         assert_eq!(
             (case.outcome.as_str(), case.hangup.reason.as_str()),
             ("abandoned", "ivrd_restart")
@@ -189,9 +373,93 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(case.recordings[0].sha256, digest);
-        remove(&storage, &marker.case_id).expect("remove");
-        assert!(recover(&storage).is_empty(), "a removed marker is gone");
-        remove(&storage, &marker.case_id).expect("removing twice is fine");
+        store.clear(&place).expect("clear");
+        drop(store);
+        let (store, interrupted) = MarkerStore::open(&storage, 4);
+        assert!(interrupted.is_empty(), "a cleared marker is gone");
+        store.clear(&place).expect("clearing twice is fine");
+        let _ = std::fs::remove_dir_all(&storage);
+    }
+
+    #[test]
+    fn marker_files_of_older_versions_and_oversize_markers_are_recovered_and_cleared() {
+        let storage = temp_storage();
+        let old = CaseId::new(1_795_706_043_250, 1);
+        std::fs::create_dir_all(marker_dir(&storage)).expect("mkdir");
+        let json = serde_json::to_vec(&marker(&old, "old@x", None)).expect("json");
+        std::fs::write(marker_path(&storage, &old.to_string()), json).expect("old marker");
+        std::fs::write(marker_dir(&storage).join("x.json.tmp"), b"{").expect("a torn temp file");
+        let (store, interrupted) = MarkerStore::open(&storage, 4);
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].case.call_id, "old@x");
+        assert_eq!(
+            interrupted[0].place,
+            MarkerPlace::File(old.to_string()),
+            "the upgrade path: an older version's marker"
+        );
+        store.clear(&interrupted[0].place).expect("clear");
+        let big = CaseId::new(1_795_706_043_250, 2);
+        let long_call_id = format!("{}@x", "c".repeat(2000));
+        let place = store
+            .write(&marker(&big, &long_call_id, None))
+            .expect("write");
+        assert_eq!(
+            place,
+            MarkerPlace::File(big.to_string()),
+            "too long for a slot"
+        );
+        drop(store);
+        let (store, interrupted) = MarkerStore::open(&storage, 4);
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].case.call_id, long_call_id);
+        store.clear(&interrupted[0].place).expect("clear");
+        assert!(!marker_dir(&storage).join("x.json.tmp").exists());
+        drop(store);
+        assert!(MarkerStore::open(&storage, 4).1.is_empty());
+        let _ = std::fs::remove_dir_all(&storage);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_case_is_already_spooled_gets_no_second_case() {
+        let storage = temp_storage();
+        let outbox = crate::runtime::outbox::Outbox::open(&storage).expect("outbox");
+        let cases = CaseSpool::new(&storage, Some(outbox.clone()));
+        let (spooled, fresh) = (
+            CaseId::new(1_795_706_043_250, 3),
+            CaseId::new(1_795_706_043_250, 4),
+        );
+        let (store, _) = MarkerStore::open(&storage, 4);
+        for id in [&spooled, &fresh] {
+            store
+                .write(&marker(id, &format!("{id}@x"), None))
+                .expect("write");
+        }
+        // A crash after the call's own case was spooled, before its marker was cleared.
+        outbox
+            .enqueue(&spooled, b"{\"own\":true}")
+            .expect("enqueue");
+        drop(store);
+        let (store, interrupted) = MarkerStore::open(&storage, 4);
+        assert_eq!(interrupted.len(), 2);
+        let store = Arc::new(store);
+        spool_interrupted(&store, interrupted, &cases).await;
+        let pending: Vec<CaseId> = outbox
+            .pending_entries()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(pending.len(), 2, "{pending:?}");
+        let own = std::fs::read(outbox.pending_dir().join(format!("{spooled}.json"))).expect("own");
+        assert_eq!(
+            own, b"{\"own\":true}",
+            "the call's own case is kept, not replaced"
+        );
+        assert_eq!(cases.held(), 0, "nothing held in memory as a duplicate");
+        drop(store);
+        assert!(
+            MarkerStore::open(&storage, 4).1.is_empty(),
+            "both markers cleared"
+        );
         let _ = std::fs::remove_dir_all(&storage);
     }
 }

@@ -8,6 +8,7 @@ use crate::dialplan::journal::{CallJournal, Outcome};
 use crate::metrics::{
     CallOutcome, Metrics, RecordingKind, TransferResult as MetricTransfer, TransferTarget,
 };
+use crate::runtime::call_marker::{MarkerPlace, MarkerStore};
 use crate::runtime::outbox::Outbox;
 use crate::runtime::recorder::RecordingSummary;
 use crate::sip::uas::EndReason;
@@ -64,7 +65,24 @@ const MAX_HELD: usize = 100_000;
 pub struct CaseSpool {
     storage_dir: std::path::PathBuf,
     outbox: std::sync::Mutex<Option<Outbox>>,
-    held: std::sync::Mutex<std::collections::VecDeque<(CaseId, Vec<u8>)>>,
+    held: std::sync::Mutex<std::collections::VecDeque<Held>>,
+}
+
+/// A call's crash marker, to clear once the call's case is on disk: while the case is only in
+/// memory, the marker is what a kill would leave of the call.
+pub type Marker = Option<(std::sync::Arc<MarkerStore>, MarkerPlace)>;
+
+/// A case waiting in memory for the disk.
+struct Held {
+    case_id: CaseId,
+    json: Vec<u8>,
+    marker: Marker,
+}
+
+async fn clear(marker: Marker) {
+    if let Some((store, place)) = marker {
+        let _ = tokio::task::spawn_blocking(move || store.clear(&place)).await;
+    }
 }
 
 impl CaseSpool {
@@ -75,6 +93,11 @@ impl CaseSpool {
             outbox: std::sync::Mutex::new(outbox),
             held: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Whether the outbox already has `case_id` (pending or dead).
+    pub fn holds(&self, case_id: &CaseId) -> bool {
+        self.outbox().is_some_and(|o| o.contains(case_id))
     }
 
     /// Cases waiting in memory for the disk.
@@ -93,6 +116,18 @@ impl CaseSpool {
     /// Spools a case durably, or holds it in memory when the disk refuses it. Returns true when
     /// it is on disk.
     pub async fn spool(&self, case_id: CaseId, case: &CaseSkeleton) -> bool {
+        self.spool_clearing(case_id, case, None).await
+    }
+
+    /// [`CaseSpool::spool`], then clears the call's `marker` once the case is on disk (now, or
+    /// when a held case is written later). A case that never reaches the disk keeps its marker,
+    /// so a restart still makes an `abandoned` case of the call.
+    pub async fn spool_clearing(
+        &self,
+        case_id: CaseId,
+        case: &CaseSkeleton,
+        marker: Marker,
+    ) -> bool {
         let json = match case.to_json() {
             Ok(j) => j,
             Err(e) => {
@@ -110,30 +145,39 @@ impl CaseSpool {
         match result {
             Ok(()) => {
                 tracing::info!(case_id = %case_id, outcome = %case.outcome, "case spooled");
+                clear(marker).await;
                 true
             }
             Err(error) => {
-                self.hold(case_id, json, &error);
+                self.hold(
+                    Held {
+                        case_id,
+                        json,
+                        marker,
+                    },
+                    &error,
+                );
                 false
             }
         }
     }
 
-    fn hold(&self, case_id: CaseId, json: Vec<u8>, error: &str) {
+    fn hold(&self, case: Held, error: &str) {
         let Ok(mut held) = self.held.lock() else {
             return;
         };
+        let case_id = &case.case_id;
         if held.len() >= MAX_HELD {
-            tracing::error!(case_id = %case_id, %error, case = %String::from_utf8_lossy(&json), "case NOT spooled and memory full; written to the log");
+            tracing::error!(case_id = %case_id, %error, case = %String::from_utf8_lossy(&case.json), "case NOT spooled and memory full; written to the log");
             return;
         }
         tracing::error!(case_id = %case_id, %error, held = held.len() + 1, "case NOT spooled; held in memory until the disk takes it");
-        held.push_back((case_id, json));
+        held.push_back(case);
     }
 
     /// Tries to write every held case; returns how many are still held.
     pub async fn retry_held(&self) -> usize {
-        let batch: Vec<(CaseId, Vec<u8>)> = match self.held.lock() {
+        let batch: Vec<Held> = match self.held.lock() {
             Ok(mut held) => held.drain(..).collect(),
             Err(_) => return 0,
         };
@@ -142,15 +186,19 @@ impl CaseSpool {
         }
         let outbox = self.outbox();
         let mut still = Vec::new();
-        for (id, json) in batch {
+        for case in batch {
             let ok = match &outbox {
-                Some(o) => o.enqueue_async(id.clone(), json.clone()).await.is_ok(),
+                Some(o) => o
+                    .enqueue_async(case.case_id.clone(), case.json.clone())
+                    .await
+                    .is_ok(),
                 None => false,
             };
             if ok {
-                tracing::info!(case_id = %id, "held case spooled after the disk recovered");
+                tracing::info!(case_id = %case.case_id, "held case spooled after the disk recovered");
+                clear(case.marker).await;
             } else {
-                still.push((id, json));
+                still.push(case);
             }
         }
         let left = still.len();
@@ -165,8 +213,8 @@ impl CaseSpool {
     /// Logs every case still held (the last resort at shutdown).
     pub fn log_held(&self) {
         if let Ok(held) = self.held.lock() {
-            for (id, json) in held.iter() {
-                tracing::error!(case_id = %id, case = %String::from_utf8_lossy(json), "case never reached the disk; here it is");
+            for case in held.iter() {
+                tracing::error!(case_id = %case.case_id, case = %String::from_utf8_lossy(&case.json), "case never reached the disk; here it is");
             }
         }
     }
@@ -349,6 +397,48 @@ mod tests {
             let text = std::fs::read_to_string(&file).expect("written after recovery");
             assert!(text.contains(id.as_str()));
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_held_case_keeps_its_calls_marker_until_it_is_written() {
+        let dir = std::env::temp_dir().join(format!(
+            "ivrd-spool-marker-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let outbox = Outbox::open(&dir).expect("outbox");
+        let spool = CaseSpool::new(&dir, Some(outbox.clone()));
+        let (store, _) = MarkerStore::open(&dir, 4);
+        let store = std::sync::Arc::new(store);
+        let id = new_case_id();
+        let case = a_case(&id);
+        let marker = crate::runtime::call_marker::CallMarker {
+            case_id: id.to_string(),
+            call_id: case.call_id.clone(),
+            caller: "sip:+8613800000000@t".into(),
+            called: "sip:12345@i".into(),
+            trunk: "127.0.0.1".into(),
+            received_unix_ms: 1_795_706_043_000,
+            answered_unix_ms: 1_795_706_043_250,
+            recording: None,
+            host: "test".into(),
+        };
+        let place = store.write(&marker).expect("marker");
+        // What a restart would find in the marker store now (read through a second handle).
+        let leftovers = || MarkerStore::open(&dir, 4).1.len();
+        let pending = outbox.pending_dir().to_path_buf();
+        std::fs::rename(&pending, dir.join("pending-away")).expect("move away");
+        std::fs::write(&pending, b"not a directory").expect("block");
+        let held = spool
+            .spool_clearing(id.clone(), &case, Some((store.clone(), place)))
+            .await;
+        assert!(!held, "refused by the disk");
+        assert_eq!(leftovers(), 1, "a kill now still leaves the call's marker");
+        std::fs::remove_file(&pending).expect("unblock");
+        std::fs::rename(dir.join("pending-away"), &pending).expect("restore");
+        assert_eq!(spool.retry_held().await, 0);
+        assert_eq!(leftovers(), 0, "cleared once the case is on disk");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,6 +6,7 @@ pub mod case_writer;
 pub mod delivery;
 pub mod fd_limit;
 pub mod http;
+pub mod marker_slots;
 pub mod media_call;
 pub mod media_clock;
 pub mod outbox;

@@ -214,6 +214,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether `case_id` is pending or a dead letter (a delivered case is no longer known).
+    pub fn contains(&self, case_id: &CaseId) -> bool {
+        self.lock().contains_key(case_id)
+            || self
+                .inner
+                .dead_dir
+                .join(format!("{case_id}{CASE_SUFFIX}"))
+                .exists()
+    }
+
     /// [`Outbox::enqueue`] on tokio's blocking pool, for call tasks.
     pub async fn enqueue_async(&self, case_id: CaseId, json: Vec<u8>) -> Result<(), OutboxError> {
         let outbox = self.clone();

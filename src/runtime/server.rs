@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::call::{self, CallCommand, CallEvent, CallShared};
+use crate::runtime::call_marker;
 use crate::runtime::case_writer;
 use crate::runtime::http::Readiness;
 use crate::runtime::media_clock::MediaClock;
@@ -169,6 +170,8 @@ impl Server {
             stop_http.clone(),
         ));
         let (recorder, outbox) = start_storage(&self.config, &metrics, stop_io.clone()).await;
+        let (markers, interrupted) =
+            call_marker::open(&self.config.storage.dir, self.config.sip.max_calls).await;
         // Ready only once recordings and cases have somewhere to go.
         ready.set_sip_bound(true);
         ready.set_dialplan_loaded(true);
@@ -202,9 +205,10 @@ impl Server {
             cases: cases.clone(),
             metrics: metrics.clone(),
             host: hostname(),
-            storage: self.config.storage.dir.clone(),
+            markers: markers.clone(),
         });
-        recover_interrupted_calls(&self.config.storage.dir, &shared.cases).await;
+        // Calls a crash interrupted become abandoned cases before new calls are taken.
+        call_marker::spool_interrupted(&markers, interrupted, &shared.cases).await;
         let driver = SipDriver {
             shared,
             tasks: tokio::task::JoinSet::new(),
@@ -572,23 +576,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Calls a crash interrupted leave a marker; each becomes an `abandoned` case (with its repaired
-/// recording) before new calls are taken.
-async fn recover_interrupted_calls(storage: &std::path::Path, cases: &case_writer::CaseSpool) {
-    let dir = storage.to_path_buf();
-    let recovered = tokio::task::spawn_blocking(move || crate::runtime::call_marker::recover(&dir))
-        .await
-        .unwrap_or_default();
-    for (case_id, case) in recovered {
-        tracing::warn!(case_id = %case_id, call_id = %case.call_id, "call interrupted by a restart: case written as abandoned");
-        let id = case_id.to_string();
-        if cases.spool(case_id, &case).await {
-            let dir = storage.to_path_buf();
-            let _ =
-                tokio::task::spawn_blocking(move || crate::runtime::call_marker::remove(&dir, &id))
-                    .await;
-        }
-    }
 }

@@ -21,6 +21,12 @@ pub struct EndpointConfig {
     pub invites_per_sec_per_source: u32,
     /// New INVITEs one trusted source may send at once, above the sustained rate.
     pub invite_burst_per_source: u32,
+    /// Out-of-dialog requests other than INVITE and ACK (OPTIONS, REGISTER, a BYE for no
+    /// dialog…) one trusted source may send per second, sustained; more get a stateless 503 +
+    /// Retry-After. Retransmissions and in-dialog requests are not charged.
+    pub other_requests_per_sec_per_source: u32,
+    /// Such requests one trusted source may send at once, above the sustained rate.
+    pub other_request_burst_per_source: u32,
     /// Codec preference for answers, first wins.
     pub codecs: Vec<AudioCodec>,
     /// Ring (180) this long before answering; zero answers at once.
@@ -46,6 +52,8 @@ impl Default for EndpointConfig {
             max_calls_per_source: 4000,
             invites_per_sec_per_source: 500,
             invite_burst_per_source: 1000,
+            other_requests_per_sec_per_source: 50,
+            other_request_burst_per_source: 200,
             codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
             answer_delay: Duration::ZERO,
             retry_after_secs: 30,

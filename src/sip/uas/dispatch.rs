@@ -295,6 +295,14 @@ impl Endpoint {
             return;
         }
         let call = ctx.dialog_key().and_then(|k| self.dialogs.get(&k).copied());
+        if call.is_none() {
+            // Out of dialog, each of these would hold a transaction for Timer J (64*T1), and a
+            // trusted address is easy to spoof over UDP: charge the source's request rate.
+            if let Err(refusal) = self.per_source.admit_request(inbound.source.ip(), now) {
+                tracing::debug!(source = %inbound.source.ip(), method = %req.method, "request over the per-source rate; 503");
+                return self.refuse_over_source_rate(inbound, &req, dest, refusal);
+            }
+        }
         let source = Some(inbound.source);
         let (code, reason, extra, body): Reply = match (&req.method, call) {
             (Method::Options, _) => (

@@ -4,6 +4,7 @@
 use super::calls::{Call, CallState};
 use super::dispatch::{ALLOW, RequestCtx};
 use super::hangup::{mask_uri, transport_param};
+use super::source_limits::SourceRefusal;
 use super::{
     CallHandle, CallInfo, Destination, EndReason, Endpoint, Inbound, InviteTxnEntry, Output,
     RtpPortSource, TimerKey,
@@ -74,12 +75,10 @@ impl Endpoint {
             return self.on_reinvite(now, &inbound, req, &ctx, key, txn, dest);
         }
         self.counters.calls_offered += 1;
-        if self
-            .per_source
-            .admit_invite(inbound.source.ip(), now)
-            .is_err()
-        {
-            return self.refuse_too_fast(&inbound, &req, &ctx, dest);
+        if let Err(refusal) = self.per_source.admit_invite(inbound.source.ip(), now) {
+            self.counters.overload_rejected += 1;
+            tracing::debug!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE over the per-source rate; 503");
+            return self.refuse_over_source_rate(&inbound, &req, dest, refusal);
         }
         // §17.2.1: a 100 Trying stops the INVITE retransmissions of the client transaction.
         let trying = build_response(
@@ -151,20 +150,20 @@ impl Endpoint {
         self.reject_stateless(req, inbound, dest, (403, reason_phrase(403)), &[]);
     }
 
-    /// A trusted source starting calls faster than its INVITE rate: a stateless 503 with
-    /// Retry-After (RFC 3261 §21.5.4, §20.33; §8.2.7 lets a UAS answer statelessly), so a
-    /// runaway trunk creates no transaction, no timers and no missed-call case per INVITE.
-    /// The trunk still gets an answer for each INVITE, so its own transactions end at once.
-    fn refuse_too_fast(
+    /// A trusted source sending new INVITEs, or other out-of-dialog requests, faster than its
+    /// rate: a stateless 503 with Retry-After (RFC 3261 §21.5.4: "the server is temporarily
+    /// unable to process the request due to a temporary overloading"; §20.33; §8.2.7 lets a UAS
+    /// answer statelessly), so a runaway or spoofed trunk creates no transaction, no timers and
+    /// no missed-call case per request. The trunk still gets an answer for each request, so its
+    /// own transactions end at once.
+    pub(super) fn refuse_over_source_rate(
         &mut self,
         inbound: &Inbound<'_>,
         req: &Request,
-        ctx: &RequestCtx,
         dest: Destination,
+        refusal: SourceRefusal,
     ) {
-        self.counters.overload_rejected += 1;
-        self.counters.source_limited += 1;
-        tracing::debug!(source = %inbound.source.ip(), call_id = %ctx.call_id, "INVITE over the per-source rate; 503");
+        self.count_source_limited(refusal);
         let retry = self.cfg.retry_after_secs.to_string();
         self.reject_stateless(
             req,
@@ -207,9 +206,9 @@ impl Endpoint {
             tracing::warn!(active = self.calls.len(), "call limit reached; 503");
             return Err(Refusal::new(503).with("Retry-After", retry));
         }
-        if self.per_source.check_calls(source).is_err() {
+        if let Err(refusal) = self.per_source.check_calls(source) {
             self.counters.overload_rejected += 1;
-            self.counters.source_limited += 1;
+            self.count_source_limited(refusal);
             tracing::warn!(%source, held = self.per_source.calls_of(source), "per-source call limit reached; 503");
             return Err(Refusal::new(503).with("Retry-After", retry));
         }

@@ -103,8 +103,13 @@ pub struct SipCounters {
     pub acl_rejected: u64,
     /// INVITEs refused 503 for load: `max_calls`, drain, RTP ports, or a per-source limit.
     pub overload_rejected: u64,
-    /// The part of `overload_rejected` refused by a per-source limit (calls held or rate).
-    pub source_limited: u64,
+    /// The part of `overload_rejected` refused by the per-source cap on calls held.
+    pub source_limited_calls: u64,
+    /// The part of `overload_rejected` refused by the per-source INVITE rate.
+    pub source_limited_invite_rate: u64,
+    /// Out-of-dialog non-INVITE requests from a trusted source refused by its request rate
+    /// (not calls, so not in `overload_rejected`).
+    pub source_limited_requests: u64,
     pub codec_rejected: u64,
     pub retransmissions_sent: u64,
     pub transaction_timeouts: u64,
@@ -154,7 +159,7 @@ pub struct Endpoint {
     counters: SipCounters,
     /// How often untrusted sources get an answer at all.
     untrusted: rate_limit::SourceLimiter,
-    /// Calls held and INVITE rate per trusted source.
+    /// Calls held, INVITE rate and other requests' rate per trusted source.
     per_source: source_limits::SourceLimits,
 }
 
@@ -163,8 +168,12 @@ impl Endpoint {
     pub fn new(cfg: EndpointConfig) -> Self {
         let per_source = source_limits::SourceLimits::new(
             cfg.max_calls_per_source,
-            cfg.invites_per_sec_per_source,
-            cfg.invite_burst_per_source,
+            (
+                cfg.invites_per_sec_per_source,
+                cfg.invite_burst_per_source,
+                cfg.other_requests_per_sec_per_source,
+                cfg.other_request_burst_per_source,
+            ),
         );
         Endpoint {
             cfg,
