@@ -7,14 +7,16 @@
 //! call answered, recording repaired) and the `.wav.part` file growing on disk.
 
 mod common;
+mod common_daemon;
 
 use common::media::{Stereo, digits_plan, goertzel_share, tone_alaw, unix_ms};
 use common::sipp::{SIPP, spawn_sipp, work_dir};
 use common::{test_config, unique};
+use common_daemon::wait_for;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Media to record before the kill.
 const MEDIA_BEFORE_KILL: Duration = Duration::from_secs(3);
@@ -86,18 +88,6 @@ fn read_log(log: &Path) -> String {
         }
     }
     out
-}
-
-/// Waits until `check` returns `Some`, polling every 20 ms; fails with `what` after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The first log line containing `needle`.

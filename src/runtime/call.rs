@@ -12,7 +12,7 @@ use crate::dialplan::calendar::WallClock;
 use crate::dialplan::{Action, CallStart, Engine, Event, LoadedPlan, TransferResult};
 use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::{PromptId, PromptLibrary};
-use crate::media::session::{MediaEvent, MediaSession, SessionParams};
+use crate::media::session::{MediaSession, SessionParams};
 use crate::metrics::{Metrics, RecordingKind};
 use crate::runtime::call_marker::{CallMarker, MarkerPlace, MarkerStore};
 use crate::runtime::case_writer::{self, hangup_of, recording_ref, unix_ms_of};
@@ -346,19 +346,17 @@ impl CallTask {
     async fn on_notice(&mut self, notice: MediaNotice) {
         let now = Instant::now();
         match notice {
-            MediaNotice::Event(MediaEvent::Digit(d)) => {
+            MediaNotice::Digit(d) => {
                 tracing::info!(digit = %d.digit, method = d.method.as_str(), "DTMF");
                 self.engine.handle(now, Event::Digit(d));
             }
-            MediaNotice::Event(MediaEvent::MediaTimeout) => {
+            MediaNotice::MediaTimeout => {
                 tracing::info!("no RTP from the caller within the media timeout");
                 self.media_timed_out = true;
                 self.shared.metrics.media_timeout();
                 self.request_hangup(EndReason::MediaTimeout);
             }
-            MediaNotice::Event(MediaEvent::RemoteBye) => tracing::debug!("caller sent RTCP BYE"),
-            // The media reports prompt ends as `PlaybackDone`.
-            MediaNotice::Event(MediaEvent::PromptFinished(_)) => {}
+            MediaNotice::RemoteBye => tracing::debug!("caller sent RTCP BYE"),
             MediaNotice::PlaybackDone { id } => {
                 if self.playing == Some(id) {
                     self.playing = None;

@@ -7,6 +7,7 @@
 //! which happen a few times per call, not per packet. Sockets are non-blocking and drained
 //! here, at the tick, so a packet costs no wake-up of its own.
 
+use crate::media::digit::DigitEvent;
 use crate::media::g711::FRAME_SAMPLES;
 use crate::media::prompt::Prompt;
 use crate::media::rtcp::NtpTimestamp;
@@ -116,8 +117,12 @@ pub enum MediaCommand {
 
 /// What the media tells the call's control task.
 pub enum MediaNotice {
-    /// A key, a media timeout or an RTCP BYE (prompt ends come as `PlaybackDone`).
-    Event(MediaEvent),
+    /// A key from the caller (RFC 4733, in-band or SIP INFO).
+    Digit(DigitEvent),
+    /// No RTP from the caller within the media timeout.
+    MediaTimeout,
+    /// The caller's RTCP said BYE.
+    RemoteBye,
     /// Everything queued by the `Play` with this id has been played.
     PlaybackDone { id: u64 },
     /// The message ended (silence, its maximum, or `StopMessage`) at `at`.
@@ -375,8 +380,14 @@ impl CallMedia {
                         let _ = self.notices.send(MediaNotice::PlaybackDone { id });
                     }
                 }
-                other => {
-                    let _ = self.notices.send(MediaNotice::Event(other));
+                MediaEvent::Digit(digit) => {
+                    let _ = self.notices.send(MediaNotice::Digit(digit));
+                }
+                MediaEvent::MediaTimeout => {
+                    let _ = self.notices.send(MediaNotice::MediaTimeout);
+                }
+                MediaEvent::RemoteBye => {
+                    let _ = self.notices.send(MediaNotice::RemoteBye);
                 }
             }
         }

@@ -41,8 +41,9 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method defined by an RFC that ivrd knows by name.
-    const KNOWN: [Method; 14] = [
+    /// Every method defined by an RFC that ivrd knows by name, in a fixed order (metrics keep
+    /// per-method counts in slots of this order).
+    pub const KNOWN: [Method; 14] = [
         Method::Invite,
         Method::Ack,
         Method::Bye,
@@ -79,6 +80,11 @@ impl Method {
     /// A bounded label for metrics: extension methods collapse into `other`.
     pub fn metric_label(&self) -> &'static str {
         self.known_name().unwrap_or("other")
+    }
+
+    /// Where the method is in [`Method::KNOWN`]; `None` for extensions.
+    pub fn known_index(&self) -> Option<usize> {
+        Self::KNOWN.iter().position(|m| m == self)
     }
 
     /// The wire name of a method defined by an RFC; `None` for extensions.

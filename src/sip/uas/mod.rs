@@ -18,7 +18,7 @@ mod transfer;
 
 pub use calls::{CallHandle, CallInfo, EndReason};
 pub use config::{EndpointConfig, RtpPortSource};
-pub use tally::{METHOD_LABELS, RequestTally, ResponseTally};
+pub use tally::{RequestTally, ResponseTally};
 pub use transfer::{TransferOutcome, TransferRequest, refer_to_value, sipfrag_status};
 
 use crate::sip::header::Transport;

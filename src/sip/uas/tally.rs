@@ -9,37 +9,27 @@
 
 use crate::sip::message::Method;
 
-/// Every value of [`Method::metric_label`], in slot order (`other` first).
-pub const METHOD_LABELS: [&str; 15] = [
-    "other",
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "INFO",
-    "UPDATE",
-    "REFER",
-    "NOTIFY",
-    "PRACK",
-    "REGISTER",
-    "SUBSCRIBE",
-    "MESSAGE",
-    "PUBLISH",
-];
+/// Method slots: `other` (extension methods) first, then [`Method::KNOWN`] in its order.
+const METHOD_SLOTS: usize = Method::KNOWN.len() + 1;
+
+/// The metric label of a method slot.
+fn slot_label(slot: usize) -> &'static str {
+    slot.checked_sub(1)
+        .and_then(|i| Method::KNOWN.get(i))
+        .map_or("other", Method::metric_label)
+}
 
 /// Distinct (method, code) pairs tracked before the overflow slot is used.
 const RESPONSE_SLOTS: usize = 48;
 
 fn slot(method: &Method) -> usize {
-    let label = method.metric_label();
-    METHOD_LABELS.iter().position(|l| *l == label).unwrap_or(0)
+    method.known_index().map_or(0, |i| i + 1)
 }
 
 /// Requests received, by method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestTally {
-    by_method: [u64; METHOD_LABELS.len()],
+    by_method: [u64; METHOD_SLOTS],
 }
 
 impl RequestTally {
@@ -48,20 +38,17 @@ impl RequestTally {
         self.by_method[slot(method)] += 1;
     }
 
-    /// The count for one method label (see [`METHOD_LABELS`]); 0 for an unknown label.
+    /// The count for one method label ([`Method::metric_label`]); 0 for an unknown label.
     pub fn get(&self, label: &str) -> u64 {
-        METHOD_LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.by_method[i])
+        self.iter().find(|(l, _)| *l == label).map_or(0, |(_, n)| n)
     }
 
     /// `(method label, count)` for every method, zeros included.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        METHOD_LABELS
+        self.by_method
             .iter()
-            .copied()
-            .zip(self.by_method.iter().copied())
+            .enumerate()
+            .map(|(slot, &n)| (slot_label(slot), n))
     }
 }
 
@@ -124,12 +111,7 @@ impl ResponseTally {
     /// `(method label, code, count)` per slot in slot order, then the overflow as
     /// `("other", 0, n)`. Positions are stable: entry `i` keeps its key as counts grow.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u16, u64)> + '_ {
-        let label = |m: u8| {
-            METHOD_LABELS
-                .get(usize::from(m))
-                .copied()
-                .unwrap_or("other")
-        };
+        let label = |m: u8| slot_label(usize::from(m));
         self.slots[..self.used]
             .iter()
             .map(move |s| (label(s.method), s.code, s.count))
@@ -165,6 +147,9 @@ mod tests {
             t.add(&Method::from_token(m));
         }
         assert!(t.iter().all(|(_, n)| n == 1), "{t:?}");
+        let labels: std::collections::HashSet<_> = t.iter().map(|(l, _)| l).collect();
+        assert_eq!(labels.len(), methods.len(), "one label per slot");
+        assert!(methods[..14].iter().all(|m| labels.contains(m)));
         assert_eq!(t.get("other"), 1);
         assert_eq!(t.get("INVITE"), 1);
     }
