@@ -387,16 +387,17 @@ impl CallTask {
         });
         tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
         self.message = Some(id);
-        self.media.send(MediaCommand::StartMessage(MessageTap::new(
-            recorder,
-            now,
-            max,
-            silence_end,
-        )));
+        self.media
+            .send(MediaCommand::StartMessage(Box::new(MessageTap::new(
+                recorder,
+                now,
+                max,
+                silence_end,
+            ))));
     }
 
     /// The media ended a message (silence, its maximum, `StopMessage` or the call's end).
-    async fn message_ended(&mut self, tap: MessageTap, at: Instant) {
+    async fn message_ended(&mut self, tap: Box<MessageTap>, at: Instant) {
         let mut duration = at.saturating_duration_since(tap.started);
         if let Some(rec) = tap.recorder {
             let result = rec.finish().await;
