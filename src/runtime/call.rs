@@ -163,15 +163,19 @@ async fn run(
     let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
     let call_recorder = start_call_recorder(&shared, &info, date);
-    write_marker(&shared, &info, &case_id, now, date, call_recorder.is_some()).await;
+    let recording = call_recorder.is_some();
     let (notice_tx, notices) = mpsc::unbounded_channel();
-    let Some(media) = shared.media.start_call(StartMedia {
+    // Boxed before the marker's await, so that the media session (2.5 KiB) waiting there is
+    // not part of the call's task for its whole life.
+    let start = Box::new(StartMedia {
         session,
         rtp: sockets.rtp,
         rtcp: sockets.rtcp,
         recorder: call_recorder,
         notices: notice_tx,
-    }) else {
+    });
+    write_marker(&shared, &info, &case_id, now, date, recording).await;
+    let Some(media) = shared.media.start_call(start) else {
         tracing::error!("media clock unavailable; hanging up");
         hang_up_unavailable(&commands, handle).await;
         return;
@@ -218,7 +222,9 @@ async fn run(
         }
         task.apply_actions(Instant::now()).await;
     };
-    task.finish(end).await;
+    // Boxed: the end's state (the finished media session, the recordings' and the case's
+    // futures) would otherwise be part of every call's task for its whole life.
+    Box::pin(task.finish(end)).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
