@@ -36,10 +36,10 @@ impl BlockPool {
     }
 
     /// The writer puts back the blocks it has written (`returned` is left empty) and keeps at
-    /// most twice what one batch needed, so the blocks a disk stall piled up are freed once
-    /// the writer has caught up.
-    pub(crate) fn put_back(&self, returned: &mut Vec<Box<Block>>) {
-        let keep = (2 * returned.len()).max(MIN_KEEP);
+    /// most `keep` free (twice what its recent batches needed, at least [`MIN_KEEP`]), so the
+    /// blocks a disk stall piled up are freed once the writer has caught up.
+    pub(crate) fn put_back(&self, returned: &mut Vec<Box<Block>>, keep: usize) {
+        let keep = keep.max(MIN_KEEP);
         let surplus = {
             // A recording that panicked while holding the lock cannot leave the Vec invalid.
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,7 +69,7 @@ mod tests {
         assert_eq!((block.first_frame, block.len), (7, 0));
         block.len = 100;
         let mut written = vec![block];
-        pool.put_back(&mut written);
+        pool.put_back(&mut written, 2);
         assert!(written.is_empty());
         assert_eq!(pool.len(), 1);
         let again = pool.take(40);
@@ -78,10 +78,10 @@ mod tests {
 
         // A stall: 100 blocks written in one batch are all kept for the next one...
         let mut written: Vec<_> = (0..100).map(|_| Block::new_boxed(0)).collect();
-        pool.put_back(&mut written);
+        pool.put_back(&mut written, 200);
         assert_eq!(pool.len(), 100);
         // ... and once batches are small again, the pool shrinks to what they need.
-        pool.put_back(&mut vec![again]);
+        pool.put_back(&mut vec![again], 2);
         assert_eq!(pool.len(), MIN_KEEP);
     }
 }

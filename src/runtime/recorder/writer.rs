@@ -30,6 +30,10 @@ pub(crate) const BLOCK_SAMPLES: usize = 12 * 2 * FRAME_SAMPLES;
 /// random moments; waking for each would cost a context switch per block, and nothing waits
 /// for a block (a finishing recording waits at most this long).
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+/// Written blocks go back to the pool at least this often, also in the middle of a batch: a
+/// writer behind its queue may drain it for seconds, and blocks held back that long would
+/// have the calls allocate new ones for every block they fill.
+const PUT_BACK_EVERY: usize = 32;
 /// Frames of audio between two header flushes (1 s).
 const FLUSH_EVERY_FRAMES: u64 = 50;
 /// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
@@ -147,8 +151,11 @@ pub struct WriterWorker {
     open: HashMap<u64, OpenRecording>,
     finisher: Finisher,
     pool: Arc<BlockPool>,
-    /// Blocks written in this batch, put back into `pool` at its end.
+    /// Blocks written and not yet put back into `pool`.
     written: Vec<Box<Block>>,
+    /// Blocks received in this batch and in the one before: the pool keeps twice the larger.
+    batch_blocks: usize,
+    last_batch_blocks: usize,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -188,6 +195,8 @@ impl RecordingWriter {
             finisher: Finisher::new(Arc::clone(&stats)),
             pool: Arc::clone(&pool),
             written: Vec::new(),
+            batch_blocks: 0,
+            last_batch_blocks: 0,
         };
         let writer = RecordingWriter {
             tx,
@@ -319,7 +328,8 @@ impl WriterWorker {
             while let Ok(msg) = self.rx.try_recv() {
                 self.handle(msg);
             }
-            self.pool.put_back(&mut self.written);
+            self.put_back();
+            self.last_batch_blocks = std::mem::take(&mut self.batch_blocks);
             // Not blocked in `recv` while asleep, so senders queue without waking us.
             std::thread::sleep(BATCH_WINDOW);
         }
@@ -346,6 +356,10 @@ impl WriterWorker {
                     rec.append(&block);
                 }
                 self.written.push(block);
+                self.batch_blocks += 1;
+                if self.written.len() >= PUT_BACK_EVERY {
+                    self.put_back();
+                }
             }
             WriterMsg::Finish {
                 id,
@@ -369,10 +383,15 @@ impl WriterWorker {
             // Answered once the finishes queued before it are done too; whoever waits for it
             // may push again at once, so the blocks written so far are free by then.
             WriterMsg::Barrier { done } => {
-                self.pool.put_back(&mut self.written);
+                self.put_back();
                 self.finisher.barrier(done)
             }
         }
+    }
+
+    fn put_back(&mut self) {
+        let keep = 2 * self.batch_blocks.max(self.last_batch_blocks);
+        self.pool.put_back(&mut self.written, keep);
     }
 
     fn finish(
