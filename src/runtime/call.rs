@@ -166,15 +166,19 @@ async fn run(
     let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
     let call_recorder = start_call_recorder(&shared, &info, date);
-    let marker = write_marker(&shared, &info, &case_id, now, date, call_recorder.is_some()).await;
+    let recording = call_recorder.is_some();
     let (notice_tx, notices) = mpsc::unbounded_channel();
-    let Some(media) = shared.media.start_call(StartMedia {
+    // Boxed before the marker's await, so that the media session (2.5 KiB) waiting there is
+    // not part of the call's task for its whole life.
+    let start = Box::new(StartMedia {
         session,
         rtp: sockets.rtp,
         rtcp: sockets.rtcp,
         recorder: call_recorder,
         notices: notice_tx,
-    }) else {
+    });
+    let marker = write_marker(&shared, &info, &case_id, now, date, recording).await;
+    let Some(media) = shared.media.start_call(start) else {
         tracing::error!("media clock unavailable; hanging up");
         hang_up_unavailable(&commands, handle).await;
         return;
@@ -222,7 +226,9 @@ async fn run(
         }
         task.apply_actions(Instant::now()).await;
     };
-    task.finish(end).await;
+    // Boxed: the end's state (the finished media session, the recordings' and the case's
+    // futures) would otherwise be part of every call's task for its whole life.
+    Box::pin(task.finish(end)).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -390,16 +396,17 @@ impl CallTask {
         });
         tracing::info!(%field, max_s = max.as_secs(), "recording the caller's message");
         self.message = Some(id);
-        self.media.send(MediaCommand::StartMessage(MessageTap::new(
-            recorder,
-            now,
-            max,
-            silence_end,
-        )));
+        self.media
+            .send(MediaCommand::StartMessage(Box::new(MessageTap::new(
+                recorder,
+                now,
+                max,
+                silence_end,
+            ))));
     }
 
     /// The media ended a message (silence, its maximum, `StopMessage` or the call's end).
-    async fn message_ended(&mut self, tap: MessageTap, at: Instant) {
+    async fn message_ended(&mut self, tap: Box<MessageTap>, at: Instant) {
         let mut duration = at.saturating_duration_since(tap.started);
         if let Some(rec) = tap.recorder {
             let result = rec.finish().await;

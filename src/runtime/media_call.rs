@@ -108,7 +108,8 @@ pub enum MediaCommand {
     /// A SIP INFO body, for DTMF.
     Info { content_type: String, body: Bytes },
     /// Start feeding the caller's audio to a message.
-    StartMessage(MessageTap),
+    /// Boxed, so that the commands and notices that carry it stay small.
+    StartMessage(Box<MessageTap>),
     /// End the message now; it comes back in [`MediaNotice::MessageEnded`].
     StopMessage,
     /// The call is over: send RTCP BYE and hand everything back in [`MediaNotice::Finished`].
@@ -126,7 +127,7 @@ pub enum MediaNotice {
     /// Everything queued by the `Play` with this id has been played.
     PlaybackDone { id: u64 },
     /// The message ended (silence, its maximum, or `StopMessage`) at `at`.
-    MessageEnded { tap: MessageTap, at: Instant },
+    MessageEnded { tap: Box<MessageTap>, at: Instant },
     /// After `Finish`: the session (for its statistics) and what is left to finalise.
     Finished(Box<FinishedMedia>),
 }
@@ -135,7 +136,7 @@ pub enum MediaNotice {
 pub struct FinishedMedia {
     pub session: MediaSession,
     pub recorder: Option<CallRecorder>,
-    pub message: Option<MessageTap>,
+    pub message: Option<Box<MessageTap>>,
     /// Datagrams the socket refused (buffer full) while the call ran.
     pub send_errors: u64,
 }
@@ -148,7 +149,7 @@ pub struct CallMedia {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     recorder: Option<CallRecorder>,
-    message: Option<MessageTap>,
+    message: Option<Box<MessageTap>>,
     /// The `Play` id whose prompts are queued or playing.
     playing: Option<u64>,
     notices: UnboundedSender<MediaNotice>,

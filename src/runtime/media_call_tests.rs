@@ -167,7 +167,8 @@ fn a_stopped_play_reports_nothing() {
 fn caller_audio_is_read_at_the_tick_and_a_silent_message_ends_on_silence() {
     let mut r = rig();
     let tap = MessageTap::new(None, r.t0, Duration::from_secs(60), Some(TICK * 3));
-    r.media.on_command(r.t0, MediaCommand::StartMessage(tap));
+    r.media
+        .on_command(r.t0, MediaCommand::StartMessage(Box::new(tap)));
     let mut tx = RtpSender::new(55, 1, 0);
     let mut pkt = [0u8; 256];
     for n in 1..=6 {

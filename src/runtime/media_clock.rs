@@ -100,16 +100,13 @@ impl MediaClock {
 
     /// Puts a call's media on the least loaded worker. `None` if the workers are gone
     /// (which only happens when a worker thread panicked).
-    pub fn start_call(&self, media: StartMedia) -> Option<MediaLink> {
+    pub fn start_call(&self, media: Box<StartMedia>) -> Option<MediaLink> {
         let worker = self
             .workers
             .iter()
             .min_by_key(|w| w.calls.load(Ordering::Relaxed))?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        worker
-            .inputs
-            .send((key, WorkerInput::Start(Box::new(media))))
-            .ok()?;
+        worker.inputs.send((key, WorkerInput::Start(media))).ok()?;
         Some(MediaLink {
             key,
             inputs: worker.inputs.clone(),
@@ -334,7 +331,7 @@ mod tests {
         let clock = MediaClock::start(1, 0, Metrics::new().expect("metrics")).expect("clock");
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (start, mut rx) = start_media(caller.local_addr().expect("addr"));
-        let mut link = clock.start_call(start).expect("started");
+        let mut link = clock.start_call(Box::new(start)).expect("started");
         let prompt = Arc::new(Prompt::from_samples(
             PromptId::new("test/p").expect("id"),
             &[1000i16; 3 * FRAME_SAMPLES],
@@ -373,7 +370,7 @@ mod tests {
         let addr = caller.local_addr().expect("addr");
         let (a, mut rx_a) = start_media(addr);
         let (b, mut rx_b) = start_media(addr);
-        let link_a = clock.start_call(a).expect("a");
+        let link_a = clock.start_call(Box::new(a)).expect("a");
         // A worker's count is updated by its thread; wait until it took the call.
         let took = |w: usize, what: &'static str| {
             let calls = clock.workers[w].calls.clone();
@@ -388,7 +385,7 @@ mod tests {
             }
         };
         took(0, "the first worker took the first call").await;
-        let link_b = clock.start_call(b).expect("b");
+        let link_b = clock.start_call(Box::new(b)).expect("b");
         // The second call goes to the idle worker, not the one holding the first.
         took(1, "the second worker took the second call").await;
         assert_eq!(clock.workers[0].calls.load(Ordering::Relaxed), 1);

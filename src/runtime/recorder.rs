@@ -4,19 +4,23 @@
 //! the caller's decoded frame (silence where packets were lost) and the frame ivrd sent, so the two
 //! channels stay in step. The handle copies the frame into a fixed block it owns; when a block is
 //! full (0.24 s stereo, 0.48 s mono) it is handed, without waiting, to the one [`RecordingWriter`]
-//! thread over a bounded channel, and an empty block comes back on a per-recording return channel.
+//! thread over a bounded channel, and the handle takes an empty block from the writer's pool of
+//! free blocks, which the writer refills with the blocks it has written.
 //! The writer appends blocks with hound, `flush()`es the WAV header about once a second (so a
 //! killed process leaves a readable `NAME.wav.part`) and, at finish, finalises, fsyncs, renames to
 //! `NAME.wav` and hashes the file. [`crate::runtime::recording_repair`] finalises what a crash left.
 //!
-//! The push path never allocates, locks or touches the disk: a full queue means the block is
-//! dropped and counted, and the writer later fills that gap with silence so the file keeps the
-//! call's length. A recording normally cycles two blocks of 7.5 KiB; while the writer is slow
-//! (a disk stall) it may hold up to [`BLOCKS_PER_RECORDING`], and gives the extra ones back
-//! once the writer has caught up.
+//! The push path never waits or touches the disk, and allocates only when the pool is empty
+//! (it only try-locks the pool, once per block): a full queue means the block is dropped and
+//! counted, and the writer later fills that gap with silence so the file keeps the call's
+//! length. An open recording owns one block of
+//! 7.5 KiB; the blocks in flight (at most the writer's queue) are the pool's, and while the
+//! writer is slow (a disk stall) the pool grows and is trimmed once the writer has caught up.
 
 mod finisher;
 mod name;
+mod part_file;
+mod pool;
 #[cfg(test)]
 pub(crate) mod tests;
 mod writer;
@@ -24,7 +28,7 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
+use std::sync::mpsc::TrySendError;
 
 use crate::media::g711::FRAME_SAMPLES;
 
@@ -35,10 +39,6 @@ pub(crate) use finisher::rename_durably;
 pub(crate) use name::hex;
 use writer::{BLOCK_SAMPLES, Block, WriterMsg};
 
-/// Blocks one recording may own at once (filling + in flight to the writer).
-pub const BLOCKS_PER_RECORDING: usize = 6;
-/// Blocks a recording keeps once the writer keeps up: one filling, one on its way.
-const BLOCKS_STEADY: usize = 2;
 /// Format label of the whole-call recording, as recorded in the case.
 pub const STEREO_FORMAT: &str = "wav/pcm_s16le/8000/2";
 /// Format label of a caller-message recording.
@@ -144,9 +144,8 @@ struct RecorderCore {
     channels: usize,
     writer: RecordingWriter,
     relative: PathBuf,
+    /// The block being filled; `None` only once the recording is closed.
     current: Option<Box<Block>>,
-    spares: Receiver<Box<Block>>,
-    allocated: usize,
     frames_pushed: u64,
     dropped_frames: u64,
     progress: Arc<Progress>,
@@ -159,17 +158,14 @@ impl RecorderCore {
         name: &RecordingName,
         channels: usize,
     ) -> Result<Self, RecordingError> {
-        let (recycle, spares) = sync_channel(BLOCKS_PER_RECORDING);
         let progress = Arc::new(Progress::default());
-        let id = writer.open(name, channels, recycle, Arc::clone(&progress))?;
+        let id = writer.open(name, channels, Arc::clone(&progress))?;
         Ok(RecorderCore {
             id,
             channels,
             writer: writer.clone(),
             relative: name.relative_wav(),
-            current: Some(Block::new_boxed(0)),
-            spares,
-            allocated: 1,
+            current: Some(writer.take_block(0)),
             frames_pushed: 0,
             dropped_frames: 0,
             progress,
@@ -182,13 +178,9 @@ impl RecorderCore {
     }
 
     /// Appends one frame's interleaved samples, written by `fill` into the block's free space.
-    /// No allocation except the first time each of the [`BLOCKS_PER_RECORDING`] blocks is needed.
+    /// No allocation unless the writer's pool is empty when a block is full.
     fn push_with(&mut self, fill: impl FnOnce(&mut [i16])) {
-        let frame = self.frames_pushed;
         self.frames_pushed += 1;
-        if self.current.is_none() {
-            self.current = self.take_spare(frame);
-        }
         let per_frame = FRAME_SAMPLES * self.channels;
         let Some(block) = self.current.as_mut() else {
             self.dropped_frames += 1;
@@ -201,32 +193,13 @@ impl RecorderCore {
         }
     }
 
-    fn take_spare(&mut self, first_frame: u64) -> Option<Box<Block>> {
-        let mut block = match self.spares.try_recv() {
-            Ok(block) => {
-                // More spares than the steady state needs were allocated during a stall.
-                while self.allocated > BLOCKS_STEADY && self.spares.try_recv().is_ok() {
-                    self.allocated -= 1;
-                }
-                block
-            }
-            Err(_) if self.allocated < BLOCKS_PER_RECORDING => {
-                self.allocated += 1;
-                Block::new_boxed(first_frame)
-            }
-            Err(_) => return None,
-        };
-        block.reset(first_frame);
-        Some(block)
-    }
-
     fn send_current(&mut self) {
         let Some(block) = self.current.take() else {
             return;
         };
         let msg = WriterMsg::Block { id: self.id, block };
         match self.writer.try_send(msg) {
-            Ok(()) => self.current = self.take_spare(self.frames_pushed),
+            Ok(()) => self.current = Some(self.writer.take_block(self.frames_pushed)),
             Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
                 if let WriterMsg::Block { mut block, .. } = msg {
                     self.dropped_frames += block.frames(self.channels) as u64;
@@ -309,8 +282,8 @@ impl CallRecorder {
     }
 
     /// Records one 20 ms tick: the caller's frame (silence if nothing arrived) and ivrd's frame.
-    /// Never blocks or waits for the disk; allocates only the first time each of its
-    /// [`BLOCKS_PER_RECORDING`] blocks is needed.
+    /// Never blocks or waits for the disk; allocates only when a block is full and the
+    /// writer's pool has none free.
     pub fn push_frame(&mut self, caller: &[i16; FRAME_SAMPLES], ivrd: &[i16; FRAME_SAMPLES]) {
         self.core.push_with(|dst| {
             for (pair, (&l, &r)) in dst.chunks_exact_mut(2).zip(caller.iter().zip(ivrd)) {

@@ -117,6 +117,44 @@ fn stereo_recording_reads_back_with_both_channels_in_step() {
 }
 
 #[test]
+fn recordings_open_at_once_keep_their_own_bytes() {
+    // Every recording's header and blocks pass through the writer thread's one staging buffer.
+    let dir = ScratchDir::new("rec-many");
+    let writer = RecordingWriter::spawn(&dir.0, 256).unwrap();
+    let mut calls: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|id| CallRecorder::start(&writer, &RecordingName::for_call(id, DAY)).unwrap())
+        .collect();
+    let mut message =
+        MessageRecorder::start(&writer, &RecordingName::for_message("one", DAY, 1)).unwrap();
+    let frames = 5 * PER_BLOCK + 3;
+    for f in 0..frames {
+        for rec in &mut calls {
+            rec.push_frame(&caller_frame(f), &ivrd_frame(f));
+        }
+        message.push(&caller_frame(f));
+    }
+    let mono = message.finish_blocking().unwrap();
+    let (spec, samples) = read_all(&mono.path);
+    assert_eq!(spec.channels, 1);
+    let want: Vec<i16> = (0..frames).flat_map(caller_frame).collect();
+    assert_eq!(samples, want);
+    for rec in calls {
+        let summary = rec.finish_blocking().unwrap();
+        let (spec, samples) = read_all(&summary.path);
+        assert_eq!(spec.channels, 2);
+        assert_eq!(samples.len(), frames as usize * FRAME_SAMPLES * 2);
+        for f in 0..frames {
+            assert_stereo_frame(&samples, f, false);
+        }
+    }
+    assert!(
+        writer.free_blocks() >= 1,
+        "written blocks go back to the pool"
+    );
+}
+
+#[test]
 fn summary_size_and_sha256_match_the_file() {
     let dir = ScratchDir::new("rec-sha");
     let writer = RecordingWriter::spawn(&dir.0, 64).unwrap();

@@ -17,18 +17,24 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use hound::{SampleFormat, WavSpec, WavWriter};
 
 use super::finisher::{Finisher, Finishing};
+use super::part_file::{self, PartFile};
+use super::pool::BlockPool;
 use super::{Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE};
 use crate::media::g711::FRAME_SAMPLES;
 
 /// Samples in one block: 12 frames (0.24 s) of stereo or 24 of mono, 7.5 KiB. Smaller blocks
-/// cost the writer more system calls; larger ones cost every call more memory (two blocks per
-/// recording in the steady state, plus hound's write buffer of one block per open file).
+/// cost the writer more system calls; larger ones cost every open recording more memory (it
+/// owns the block it is filling).
 pub(crate) const BLOCK_SAMPLES: usize = 12 * 2 * FRAME_SAMPLES;
 /// How long the writer collects blocks before it wakes again. Blocks come from every call at
 /// random moments; waking for each would cost a context switch per block, and nothing waits
-/// for a block (a finishing recording waits at most this long). Shorter than a block's 0.24 s,
-/// so a recording's block is back before its other block is full and two blocks still suffice.
+/// for a block (a finishing recording waits at most this long). What waits is in memory:
+/// about 100 ms of every open recording, under half a block each (a block is 0.24 s).
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// Written blocks go back to the pool at least this often, also in the middle of a batch: a
+/// writer behind its queue may drain it for seconds, and blocks held back that long would
+/// have the calls allocate new ones for every block they fill.
+const PUT_BACK_EVERY: usize = 32;
 /// Frames of audio between two header flushes (1 s).
 const FLUSH_EVERY_FRAMES: u64 = 50;
 /// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
@@ -71,7 +77,6 @@ pub(crate) enum WriterMsg {
         id: u64,
         relative: PathBuf,
         channels: usize,
-        recycle: SyncSender<Box<Block>>,
         progress: Arc<Progress>,
     },
     Block {
@@ -132,6 +137,7 @@ impl WriterStats {
 #[derive(Debug, Clone)]
 pub struct RecordingWriter {
     tx: SyncSender<WriterMsg>,
+    pool: Arc<BlockPool>,
     storage_dir: Arc<PathBuf>,
     next_id: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
@@ -145,6 +151,12 @@ pub struct WriterWorker {
     stats: Arc<WriterStats>,
     open: HashMap<u64, OpenRecording>,
     finisher: Finisher,
+    pool: Arc<BlockPool>,
+    /// Blocks written and not yet put back into `pool`.
+    written: Vec<Box<Block>>,
+    /// Blocks received in this batch and in the one before: the pool keeps twice the larger.
+    batch_blocks: usize,
+    last_batch_blocks: usize,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -175,15 +187,21 @@ impl RecordingWriter {
         let (tx, rx) = sync_channel(queue_blocks.max(1));
         let storage_dir = Arc::new(storage_dir.to_path_buf());
         let stats = Arc::new(WriterStats::default());
+        let pool = Arc::new(BlockPool::default());
         let worker = WriterWorker {
             rx,
             storage_dir: Arc::clone(&storage_dir),
             stats: Arc::clone(&stats),
             open: HashMap::new(),
             finisher: Finisher::new(Arc::clone(&stats)),
+            pool: Arc::clone(&pool),
+            written: Vec::new(),
+            batch_blocks: 0,
+            last_batch_blocks: 0,
         };
         let writer = RecordingWriter {
             tx,
+            pool,
             storage_dir,
             next_id: Arc::new(AtomicU64::new(1)),
             stats,
@@ -218,7 +236,6 @@ impl RecordingWriter {
         &self,
         name: &RecordingName,
         channels: usize,
-        recycle: SyncSender<Box<Block>>,
         progress: Arc<Progress>,
     ) -> Result<u64, RecordingError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -227,7 +244,6 @@ impl RecordingWriter {
             id,
             relative: relative.clone(),
             channels,
-            recycle,
             progress,
         };
         match self.tx.try_send(msg) {
@@ -237,6 +253,17 @@ impl RecordingWriter {
                 Err(RecordingError::WriterGone { path: relative })
             }
         }
+    }
+
+    /// Free blocks in the writer's pool now.
+    #[cfg(test)]
+    pub(crate) fn free_blocks(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// An empty block from the writer's pool; never waits (see [`BlockPool::take`]).
+    pub(crate) fn take_block(&self, first_frame: u64) -> Box<Block> {
+        self.pool.take(first_frame)
     }
 
     pub(crate) fn try_send(&self, msg: WriterMsg) -> Result<(), TrySendError<WriterMsg>> {
@@ -282,14 +309,14 @@ struct OpenRecording {
     final_path: PathBuf,
     channels: usize,
     /// `None` once an IO error happened (kept in `error`) or before the file could be made.
-    wav: Option<WavWriter<File>>,
-    /// A second handle on the same file, to fsync it after hound has finalised the header.
+    wav: Option<WavWriter<PartFile>>,
+    /// A second handle on the same file (sharing its offset): commits what hound staged, and
+    /// fsyncs the file after hound has finalised the header.
     sync_file: Option<File>,
     error: Option<RecordingError>,
     frames_written: u64,
     frames_at_flush: u64,
     frames_dropped: u64,
-    recycle: SyncSender<Box<Block>>,
     progress: Arc<Progress>,
 }
 
@@ -302,6 +329,8 @@ impl WriterWorker {
             while let Ok(msg) = self.rx.try_recv() {
                 self.handle(msg);
             }
+            self.put_back();
+            self.last_batch_blocks = std::mem::take(&mut self.batch_blocks);
             // Not blocked in `recv` while asleep, so senders queue without waking us.
             std::thread::sleep(BATCH_WINDOW);
         }
@@ -317,19 +346,20 @@ impl WriterWorker {
                 id,
                 relative,
                 channels,
-                recycle,
                 progress,
             } => {
                 // A failed open is kept (with its error) so that `finish` can report it.
-                let rec =
-                    OpenRecording::create(&self.storage_dir, relative, channels, recycle, progress);
+                let rec = OpenRecording::create(&self.storage_dir, relative, channels, progress);
                 self.open.insert(id, rec);
             }
             WriterMsg::Block { id, block } => {
                 if let Some(rec) = self.open.get_mut(&id) {
                     rec.append(&block);
-                    // The recorder may be gone or already have its spare: then the block is freed.
-                    let _ = rec.recycle.try_send(block);
+                }
+                self.written.push(block);
+                self.batch_blocks += 1;
+                if self.written.len() >= PUT_BACK_EVERY {
+                    self.put_back();
                 }
             }
             WriterMsg::Finish {
@@ -343,6 +373,7 @@ impl WriterWorker {
                 if let Some(mut rec) = self.open.remove(&id) {
                     if let Some(tail) = tail {
                         rec.append(&tail);
+                        self.written.push(tail);
                     }
                     rec.flush();
                     self.stats
@@ -350,9 +381,18 @@ impl WriterWorker {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Answered once the finishes queued before it are done too.
-            WriterMsg::Barrier { done } => self.finisher.barrier(done),
+            // Answered once the finishes queued before it are done too; whoever waits for it
+            // may push again at once, so the blocks written so far are free by then.
+            WriterMsg::Barrier { done } => {
+                self.put_back();
+                self.finisher.barrier(done)
+            }
         }
+    }
+
+    fn put_back(&mut self) {
+        let keep = 2 * self.batch_blocks.max(self.last_batch_blocks);
+        self.pool.put_back(&mut self.written, keep);
     }
 
     fn finish(
@@ -367,6 +407,7 @@ impl WriterWorker {
             Some(mut rec) => {
                 if let Some(tail) = tail {
                     rec.append(&tail);
+                    self.written.push(tail);
                 }
                 rec.pad_to(frames_total);
                 rec.close(dropped_frames)
@@ -391,7 +432,6 @@ impl OpenRecording {
         storage_dir: &Path,
         relative: PathBuf,
         channels: usize,
-        recycle: SyncSender<Box<Block>>,
         progress: Arc<Progress>,
     ) -> Self {
         let final_path = storage_dir.join(&relative);
@@ -408,7 +448,6 @@ impl OpenRecording {
             frames_written: 0,
             frames_at_flush: 0,
             frames_dropped: 0,
-            recycle,
             progress,
         };
         if let Err(e) = rec.create_file() {
@@ -452,10 +491,13 @@ impl OpenRecording {
             bits_per_sample: 16,
             sample_format: SampleFormat::Int,
         };
-        let wav = WavWriter::new(file, spec).map_err(|source| RecordingError::Create {
+        let create_error = |source| RecordingError::Create {
             path: self.part.clone(),
             source,
-        })?;
+        };
+        let wav = WavWriter::new(PartFile::new(file), spec).map_err(create_error)?;
+        // hound wrote the header without a seek or flush: it is still staged.
+        part_file::commit(&sync_file).map_err(|e| create_error(e.into()))?;
         self.wav = Some(wav);
         self.sync_file = Some(sync_file);
         Ok(())
@@ -478,7 +520,7 @@ impl OpenRecording {
     fn pad_to(&mut self, frames: u64) {
         let per_frame = (FRAME_SAMPLES * self.channels) as u64;
         let chunk_frames = BLOCK_SAMPLES as u64 / per_frame;
-        // In block-sized pieces: hound sizes its buffer to one write.
+        // In block-sized pieces: the staging buffer grows to one write.
         while self.wav.is_some() && self.frames_written < frames {
             let n = (frames - self.frames_written).min(chunk_frames) * per_frame;
             if !self.write_samples(n, std::iter::repeat_n(0i16, n as usize)) {
@@ -492,10 +534,11 @@ impl OpenRecording {
     /// Appends `count` samples (whole frames); false if they did not fit under the WAV size
     /// limit. After an IO error the recording is failed and writes are skipped (returns true:
     /// nothing is "dropped", the error reports it).
-    fn write_samples(&mut self, count: u64, samples: impl Iterator<Item = i16>) -> bool {
-        let frames = count / (FRAME_SAMPLES * self.channels) as u64;
+    fn write_samples(&mut self, count: u64, mut samples: impl Iterator<Item = i16>) -> bool {
+        let per_frame = FRAME_SAMPLES * self.channels;
+        let frames = count / per_frame as u64;
         let frame_bytes = self.frame_bytes();
-        let Some(wav) = self.wav.as_mut() else {
+        let (Some(wav), Some(file)) = (self.wav.as_mut(), self.sync_file.as_ref()) else {
             return true;
         };
         if frames == 0 {
@@ -504,11 +547,22 @@ impl OpenRecording {
         if (self.frames_written + frames) * frame_bytes > MAX_DATA_BYTES {
             return false;
         }
-        let mut out = wav.get_i16_writer(count as u32);
-        for s in samples {
-            out.write_sample(s);
+        // A frame per sample writer keeps hound's buffer per file at one frame; the frames
+        // gather in the thread's staging buffer and reach the file in one write (`part_file`).
+        let mut written = Ok(());
+        for _ in 0..frames {
+            let mut out = wav.get_i16_writer(per_frame as u32);
+            for _ in 0..per_frame {
+                out.write_sample(samples.next().unwrap_or(0));
+            }
+            written = out.flush();
+            if written.is_err() {
+                break;
+            }
         }
-        if let Err(source) = out.flush() {
+        // Committed even after an error, so that nothing staged is left for the next file.
+        let committed = part_file::commit(file).map_err(hound::Error::from);
+        if let Err(source) = written.and(committed) {
             self.fail(source);
             return true;
         }
