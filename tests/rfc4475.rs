@@ -302,8 +302,8 @@ fn run(name: &str, data: &[u8]) -> Vec<u16> {
     ep.handle_inbound(now, inbound, &mut pool);
     let mut codes = Vec::new();
     while let Some(out) = ep.poll_output() {
-        if let Output::Transmit { bytes, .. } = out {
-            match parse(&bytes) {
+        if let Some((_, bytes)) = out.transmission() {
+            match parse(bytes) {
                 Ok(Message::Response(r)) => codes.push(r.code),
                 other => panic!("{name}: we sent something that is not a response: {other:?}"),
             }

@@ -49,9 +49,9 @@ struct Rig {
 impl Rig {
     fn drain(&mut self) {
         while let Some(out) = self.ep.poll_output() {
-            if let Output::Transmit { bytes, .. } = out {
+            if let Some((_, bytes)) = out.transmission() {
                 assert!(
-                    parse(&bytes).is_ok(),
+                    parse(bytes).is_ok(),
                     "we sent a message we cannot parse: {:?}",
                     String::from_utf8_lossy(&bytes)
                 );

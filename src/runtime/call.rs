@@ -23,7 +23,9 @@ use crate::runtime::recorder::{
     CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
 };
 use crate::sip::sdp::{Direction, NegotiatedAudio};
-use crate::sip::uas::{CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest};
+use crate::sip::uas::{
+    CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest, Transmission,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,6 +62,8 @@ pub enum CallCommand {
         call: CallHandle,
         request: TransferRequest,
     },
+    /// Send the call's 200 now: its crash marker is durable (or could not be written).
+    SendAnswer(Transmission),
 }
 
 /// What every call shares, set up once at start-up.
@@ -83,16 +87,27 @@ pub struct CallShared {
 const RTP_PACKET_BYTES: u64 = (crate::media::rtp::RTP_HEADER_LEN + FRAME_SAMPLES) as u64;
 
 /// Starts the task of an answered call.
+/// Starts a call's task. `answer` is the call's 200, which the task hands back to the SIP
+/// driver to send once the call's crash marker is written.
 pub fn spawn(
     handle: CallHandle,
     info: CallInfo,
+    answer: Option<Transmission>,
     sockets: Option<RtpSockets>,
     events: mpsc::Receiver<CallEvent>,
     commands: mpsc::Sender<CallCommand>,
     shared: Arc<CallShared>,
 ) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("call", call_id = %info.call_id);
-    tokio::spawn(run(handle, info, sockets, events, commands, shared).instrument(span))
+    tokio::spawn(run(handle, info, answer, sockets, events, commands, shared).instrument(span))
+}
+
+/// Has the SIP driver send the call's 200 (once).
+async fn send_answer(commands: &mpsc::Sender<CallCommand>, answer: &mut Option<Transmission>) {
+    if let Some(answer) = answer.take() {
+        // The driver gone means the daemon is stopping; the call ends with it.
+        let _ = commands.send(CallCommand::SendAnswer(answer)).await;
+    }
 }
 
 fn session_params(
@@ -147,6 +162,7 @@ struct CallTask {
 async fn run(
     handle: CallHandle,
     info: CallInfo,
+    mut answer: Option<Transmission>,
     sockets: Option<RtpSockets>,
     mut events: mpsc::Receiver<CallEvent>,
     commands: mpsc::Sender<CallCommand>,
@@ -157,6 +173,7 @@ async fn run(
     let (Some(sockets), Ok(session)) = (sockets, MediaSession::new(now, params, rand::random()))
     else {
         tracing::error!(rtp_port = info.rtp_port, "media unavailable; hanging up");
+        send_answer(&commands, &mut answer).await;
         hang_up_unavailable(&commands, handle).await;
         return;
     };
@@ -177,7 +194,9 @@ async fn run(
         recorder: call_recorder,
         notices: notice_tx,
     });
+    // The caller hears the call answered only once a crash from now on leaves a case.
     let marker = write_marker(&shared, &info, &case_id, now, date, recording).await;
+    send_answer(&commands, &mut answer).await;
     let Some(media) = shared.media.start_call(start) else {
         tracing::error!("media clock unavailable; hanging up");
         hang_up_unavailable(&commands, handle).await;

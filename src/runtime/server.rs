@@ -276,6 +276,7 @@ impl SipDriver {
                             self.to_call(call, CallEvent::Transfer { outcome });
                         }
                     }
+                    CallCommand::SendAnswer(answer) => self.send(answer.to, answer.bytes).await,
                 },
                 _ = sleep_until(timer) => self.endpoint.handle_timeout(Instant::now(), &mut self.ports),
                 _ = hangup.recv() => self.reload_plan(),
@@ -365,11 +366,11 @@ impl SipDriver {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
                 Output::Transmit { to, bytes } => self.send(to, bytes).await,
-                Output::CallStarted { call, info } => {
+                Output::CallStarted { call, info, answer } => {
                     let (tx, rx) = mpsc::channel(64);
                     let sockets = self.ports.take(info.rtp_port);
-                    let task =
-                        call::spawn(call, info, sockets, rx, cmd_tx.clone(), self.shared.clone());
+                    let shared = self.shared.clone();
+                    let task = call::spawn(call, info, answer, sockets, rx, cmd_tx.clone(), shared);
                     self.tasks.spawn(async move {
                         let _ = task.await;
                     });

@@ -7,7 +7,7 @@ use super::hangup::{mask_uri, transport_param};
 use super::source_limits::SourceRefusal;
 use super::{
     CallHandle, CallInfo, Destination, EndReason, Endpoint, Inbound, InviteTxnEntry, Output,
-    RtpPortSource, TimerKey,
+    RtpPortSource, TimerKey, Transmission,
 };
 use crate::sip::dialog::Dialog;
 use crate::sip::header::Transport;
@@ -401,12 +401,19 @@ impl Endpoint {
         let key = call.invite_key.clone();
         call.span
             .in_scope(|| tracing::info!(late_offer = call.offer.is_none(), "call answered"));
-        if !self.send_final_on(now, &key, 200, bytes) {
+        // The 200 goes to the driver with the call instead of out at once: the driver sends it
+        // once the call's crash marker is durable, so that a caller who saw the call answered
+        // always gets a case. Should the driver never send it, the transaction's 2xx
+        // retransmission (RFC 3261 §13.3.1.4, from T1 on) still does.
+        let Some(first) = self.final_on(now, &key, 200, bytes) else {
             return;
-        }
+        };
         self.counters.calls_answered += 1;
-        self.outputs
-            .push_back(Output::CallStarted { call: handle, info });
+        self.outputs.push_back(Output::CallStarted {
+            call: handle,
+            info,
+            answer: first,
+        });
     }
 
     fn contact_uri(&self, local: SocketAddr, transport: Transport) -> String {
@@ -493,16 +500,34 @@ impl Endpoint {
         code: u16,
         bytes: Bytes,
     ) -> bool {
-        let Some(entry) = self.invite_txns.get_mut(key) else {
-            return false;
-        };
+        match self.final_on(now, key, code, bytes) {
+            None => false,
+            Some(None) => true,
+            Some(Some(Transmission { to, bytes })) => {
+                self.transmit(to, bytes);
+                true
+            }
+        }
+    }
+
+    /// Hands `bytes` to the INVITE server transaction `key` as its final response (it then
+    /// retransmits and times out on its own) and returns the first transmission for the caller
+    /// to send, counted as sent. `None` when the transaction is gone.
+    fn final_on(
+        &mut self,
+        now: Instant,
+        key: &str,
+        code: u16,
+        bytes: Bytes,
+    ) -> Option<Option<Transmission>> {
+        let entry = self.invite_txns.get_mut(key)?;
         let sent = entry.txn.send_final(now, code, bytes);
         let (to, next) = (entry.reply_to.clone(), entry.txn.poll_timeout());
-        if let Some(bytes) = sent {
-            self.transmit_response(to, &Method::Invite, code, bytes);
-        }
         self.arm(TimerKey::InviteTxn(key.to_string()), next);
-        true
+        Some(sent.map(|bytes| {
+            self.counters.responses.add(&Method::Invite, code);
+            Transmission { to, bytes }
+        }))
     }
 
     /// Answers a non-INVITE request (CANCEL) in its own server transaction with `code`; the To

@@ -56,13 +56,26 @@ pub struct Destination {
     pub conn: Option<ConnId>,
 }
 
+/// A message to send and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmission {
+    pub to: Destination,
+    pub bytes: Bytes,
+}
+
 /// What the endpoint asks of its drivers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send `bytes` to `to`.
     Transmit { to: Destination, bytes: Bytes },
-    /// A call was answered (200 sent); start its media on `info.rtp_port`.
-    CallStarted { call: CallHandle, info: CallInfo },
+    /// A call was answered: send `answer` (the 200) once the call is accounted for (its crash
+    /// marker durable), then start its media on `info.rtp_port`. The transaction retransmits
+    /// the 200 from T1 on by itself, so a lost or late first send only delays the caller.
+    CallStarted {
+        call: CallHandle,
+        info: CallInfo,
+        answer: Option<Transmission>,
+    },
     /// The peer changed the media (re-INVITE, UPDATE, or the ACK of a late offer).
     MediaChanged {
         call: CallHandle,
@@ -91,6 +104,20 @@ pub enum Output {
     },
     /// The call is over; release its media. `rtp_port` goes back to the pool already.
     CallEnded { call: CallHandle, reason: EndReason },
+}
+
+impl Output {
+    /// What this output sends, if anything: a `Transmit`, or a `CallStarted`'s 200.
+    pub fn transmission(&self) -> Option<(&Destination, &Bytes)> {
+        match self {
+            Output::Transmit { to, bytes } => Some((to, bytes)),
+            Output::CallStarted {
+                answer: Some(Transmission { to, bytes }),
+                ..
+            } => Some((to, bytes)),
+            _ => None,
+        }
+    }
 }
 
 /// Counters the metrics layer exports; each says what was decided, never who sent it.

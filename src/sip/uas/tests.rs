@@ -77,11 +77,8 @@ impl Harness {
 
 pub(super) fn responses(out: &[Output]) -> Vec<Response> {
     out.iter()
-        .filter_map(|o| match o {
-            Output::Transmit { bytes, .. } => match parse(bytes) {
-                Ok(Message::Response(r)) => Some(r),
-                _ => None,
-            },
+        .filter_map(|o| match parse(o.transmission()?.1) {
+            Ok(Message::Response(r)) => Some(r),
             _ => None,
         })
         .collect()
@@ -93,11 +90,8 @@ pub(super) fn codes(out: &[Output]) -> Vec<u16> {
 
 pub(super) fn requests(out: &[Output]) -> Vec<crate::sip::message::Request> {
     out.iter()
-        .filter_map(|o| match o {
-            Output::Transmit { bytes, .. } => match parse(bytes) {
-                Ok(Message::Request(r)) => Some(r),
-                _ => None,
-            },
+        .filter_map(|o| match parse(o.transmission()?.1) {
+            Ok(Message::Request(r)) => Some(r),
             _ => None,
         })
         .collect()
@@ -173,6 +167,17 @@ fn basic_call_answer_ack_bye() {
         (info.rtp_port, info.called.as_str()),
         (20000, "sip:12345@127.0.0.1")
     );
+    // The first 200 is not sent directly: it travels with the call, for the driver to send
+    // once the call's crash marker is durable.
+    let direct: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit { .. }))
+        .collect();
+    assert_eq!(codes(&direct.into_iter().cloned().collect::<Vec<_>>()), [100]);
+    assert!(matches!(
+        out.iter().find(|o| matches!(o, Output::CallStarted { .. })),
+        Some(Output::CallStarted { answer: Some(_), .. })
+    ));
     // The 200 is retransmitted at T1 until the ACK arrives (§13.3.1.4).
     assert_eq!(codes(&h.advance(Duration::from_millis(500))), [200]);
     let tag = to_tag(ok);
