@@ -17,7 +17,7 @@
 
 use ivrd::sip::header::Transport;
 use ivrd::sip::message::{Message, parse};
-use ivrd::sip::uas::{Endpoint, EndpointConfig, Inbound, Output, RtpPortSource};
+use ivrd::sip::uas::{Endpoint, EndpointConfig, Inbound, RtpPortSource};
 use std::time::{Duration, Instant};
 
 /// What ivrd must do with one torture message.
