@@ -173,10 +173,16 @@ fn basic_call_answer_ack_bye() {
         .iter()
         .filter(|o| matches!(o, Output::Transmit { .. }))
         .collect();
-    assert_eq!(codes(&direct.into_iter().cloned().collect::<Vec<_>>()), [100]);
+    assert_eq!(
+        codes(&direct.into_iter().cloned().collect::<Vec<_>>()),
+        [100]
+    );
     assert!(matches!(
         out.iter().find(|o| matches!(o, Output::CallStarted { .. })),
-        Some(Output::CallStarted { answer: Some(_), .. })
+        Some(Output::CallStarted {
+            answer: Some(_),
+            ..
+        })
     ));
     // The 200 is retransmitted at T1 until the ACK arrives (§13.3.1.4).
     assert_eq!(codes(&h.advance(Duration::from_millis(500))), [200]);
