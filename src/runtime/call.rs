@@ -180,7 +180,6 @@ async fn run(
     let serving = shared.plans.current();
     let plan = serving.plan.clone();
     let case_id = case_writer::new_case_id();
-    let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let date = RecordingDate::from_system_time(SystemTime::now(), plan.utc_offset_minutes * 60);
     let call_recorder = start_call_recorder(&shared, &info, date);
     let recording = call_recorder.is_some();
@@ -197,6 +196,10 @@ async fn run(
     // The caller hears the call answered only once a crash from now on leaves a case.
     let marker = write_marker(&shared, &info, &case_id, now, date, recording).await;
     send_answer(&commands, &mut answer).await;
+    // The call is answered now, not when the task began: the marker's fsync may have taken a
+    // while, and the IVR's clock and the recording start from here.
+    let now = Instant::now();
+    let engine = Engine::new(plan.clone(), call_start(now, &info, &plan, &case_id));
     let Some(media) = shared.media.start_call(start) else {
         tracing::error!("media clock unavailable; hanging up");
         hang_up_unavailable(&commands, handle).await;
