@@ -552,14 +552,16 @@ impl CallTask {
     /// The end: media stopped (RTCP BYE sent), recordings finalised, the engine told, the
     /// case spooled.
     async fn finish(&mut self, end: EndReason) {
-        let now = Instant::now();
+        // The call ended now; finalising the recordings (fsync, hash) below may take a while
+        // on a busy disk and is not part of the call.
+        let ended = Instant::now();
         if !self.engine.is_done() {
-            self.engine.handle(now, Event::HangUp);
+            self.engine.handle(ended, Event::HangUp);
         }
         let finished = self.stop_media().await;
         if let Some(media) = finished {
             if let Some(tap) = media.message {
-                self.message_ended(tap, now).await;
+                self.message_ended(tap, ended).await;
             }
             if let Some(rec) = media.recorder {
                 let result = rec.finish().await;
@@ -570,7 +572,6 @@ impl CallTask {
             }
             self.observe_media(&media.session, media.send_errors);
         }
-        let now = Instant::now();
         let facts = CallFacts {
             case_id: self.case_id.to_string(),
             call_id: self.info.call_id.clone(),
@@ -579,7 +580,7 @@ impl CallTask {
             trunk: self.info.trunk.to_string(),
             received_unix_ms: unix_ms_of(self.info.received),
             answered_unix_ms: Some(unix_ms_of(self.answered)),
-            ended_unix_ms: unix_ms_of(now),
+            ended_unix_ms: unix_ms_of(ended),
             hangup: hangup_of(end),
             host: self.shared.host.clone(),
         };
@@ -594,7 +595,7 @@ impl CallTask {
             &self.shared.metrics,
             journal,
             &case.outcome,
-            now.saturating_duration_since(self.answered),
+            ended.saturating_duration_since(self.answered),
         );
         tracing::info!(
             reason = end.as_str(),
