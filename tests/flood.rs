@@ -164,20 +164,13 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
 
     // The per-source INVITE rate: back-to-back INVITEs (to a number ivrd does not serve, so no
     // call is created) get 404 within the bucket and a stateless 503 + Retry-After beyond it.
-    let mut finals = std::collections::HashMap::new();
     let mut leg = Leg::new(trunk.local(), "UDP");
     leg.remote_target = Some("sip:110@127.0.0.1".to_string());
     for _ in 0..TRUNK_BURST {
         leg.call_id = common::unique("burst-");
         trunk.send(&leg.request("INVITE", &branch(), 1, "INVITE", &[], Some(&offer)));
     }
-    while finals.len() < TRUNK_BURST {
-        let m = trunk.recv();
-        if let (Some(code @ 200..), Some(id)) = (m.code(), m.header("Call-ID")) {
-            let retry = m.header("Retry-After").map(str::to_string);
-            finals.insert(id.to_string(), (code, retry));
-        }
-    }
+    let finals = final_responses(&trunk, TRUNK_BURST);
     let limited = finals.values().filter(|(c, _)| *c == 503).count();
     let served = finals.values().filter(|(c, _)| *c == 404).count();
     assert_eq!(limited + served, TRUNK_BURST, "{finals:?}");
@@ -195,6 +188,23 @@ fn trusted_calls_succeed_through_an_untrusted_invite_flood() {
         (n >= limited as f64).then_some(n)
     });
     assert_eq!(limited_total, limited as f64);
+}
+
+/// Reads responses at `peer` until `n` requests (one per Call-ID) have their final response;
+/// returns each Call-ID's (code, Retry-After).
+fn final_responses(
+    peer: &UdpPeer,
+    n: usize,
+) -> std::collections::HashMap<String, (u16, Option<String>)> {
+    let mut finals = std::collections::HashMap::new();
+    while finals.len() < n {
+        let m = peer.recv();
+        if let (Some(code @ 200..), Some(id)) = (m.code(), m.header("Call-ID")) {
+            let retry = m.header("Retry-After").map(str::to_string);
+            finals.insert(id.to_string(), (code, retry));
+        }
+    }
+    finals
 }
 
 /// `[sip] other_requests_per_sec_per_source` and `other_request_burst_per_source` for the
@@ -217,14 +227,7 @@ fn a_trusted_source_bursting_options_gets_stateless_503s_beyond_its_rate() {
         let leg = Leg::new(trunk.local(), "UDP");
         trunk.send(&leg.request("OPTIONS", &branch(), 1, "OPTIONS", &[], None));
     }
-    let mut finals = std::collections::HashMap::new();
-    while finals.len() < OPTIONS_BURST {
-        let m = trunk.recv();
-        if let (Some(code @ 200..), Some(id)) = (m.code(), m.header("Call-ID")) {
-            let retry = m.header("Retry-After").map(str::to_string);
-            finals.insert(id.to_string(), (code, retry));
-        }
-    }
+    let finals = final_responses(&trunk, OPTIONS_BURST);
     let ok = finals.values().filter(|(c, _)| *c == 200).count();
     let limited = finals.values().filter(|(c, _)| *c == 503).count();
     assert_eq!(ok + limited, OPTIONS_BURST, "{finals:?}");

@@ -23,6 +23,20 @@ pub(super) enum SourceRefusal {
     RequestRate,
 }
 
+/// Takes a token from `source`'s bucket in `rate`, or refuses with `refusal`.
+fn take(
+    rate: &mut SourceLimiter,
+    source: IpAddr,
+    now: Instant,
+    refusal: SourceRefusal,
+) -> Result<(), SourceRefusal> {
+    if rate.allow(source, now) {
+        Ok(())
+    } else {
+        Err(refusal)
+    }
+}
+
 /// Calls held, INVITE rate and other requests' rate, per trusted source address.
 #[derive(Debug)]
 pub(super) struct SourceLimits {
@@ -52,11 +66,12 @@ impl SourceLimits {
         source: IpAddr,
         now: Instant,
     ) -> Result<(), SourceRefusal> {
-        if self.invite_rate.allow(source, now) {
-            Ok(())
-        } else {
-            Err(SourceRefusal::InviteRate)
-        }
+        take(
+            &mut self.invite_rate,
+            source,
+            now,
+            SourceRefusal::InviteRate,
+        )
     }
 
     /// Takes one token of the out-of-dialog request rate for `source` at `now`;
@@ -66,11 +81,12 @@ impl SourceLimits {
         source: IpAddr,
         now: Instant,
     ) -> Result<(), SourceRefusal> {
-        if self.request_rate.allow(source, now) {
-            Ok(())
-        } else {
-            Err(SourceRefusal::RequestRate)
-        }
+        take(
+            &mut self.request_rate,
+            source,
+            now,
+            SourceRefusal::RequestRate,
+        )
     }
 
     /// `CallsHeld` when `source` already holds its cap.
