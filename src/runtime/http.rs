@@ -54,6 +54,8 @@ struct ReadyFlags {
     sip_bound: AtomicBool,
     dialplan_loaded: AtomicBool,
     draining: AtomicBool,
+    /// Woken on every change, for [`Readiness::ready`].
+    changed: tokio::sync::Notify,
 }
 
 impl Readiness {
@@ -65,16 +67,19 @@ impl Readiness {
     /// Records whether the SIP sockets are bound.
     pub fn set_sip_bound(&self, bound: bool) {
         self.inner.sip_bound.store(bound, Ordering::Release);
+        self.inner.changed.notify_waiters();
     }
 
     /// Records whether a dialplan is loaded for new calls.
     pub fn set_dialplan_loaded(&self, loaded: bool) {
         self.inner.dialplan_loaded.store(loaded, Ordering::Release);
+        self.inner.changed.notify_waiters();
     }
 
     /// Records that the daemon is draining (or no longer is).
     pub fn set_draining(&self, draining: bool) {
         self.inner.draining.store(draining, Ordering::Release);
+        self.inner.changed.notify_waiters();
     }
 
     /// Every reason ivrd is not ready now, in a stable order; empty when ready.
@@ -96,6 +101,19 @@ impl Readiness {
     /// True when SIP is bound, a dialplan is loaded and ivrd is not draining.
     pub fn is_ready(&self) -> bool {
         self.not_ready().is_empty()
+    }
+
+    /// Returns once ivrd is ready (at once when it already is).
+    pub async fn ready(&self) {
+        loop {
+            // Registered before the check: a change between the check and the await still
+            // wakes it.
+            let changed = self.inner.changed.notified();
+            if self.is_ready() {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -169,6 +187,25 @@ mod tests {
         let (head, body) = raw.split_once("\r\n\r\n").unwrap();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn ready_returns_only_once_every_flag_is_set() {
+        let ready = Readiness::new();
+        let waiter = tokio::spawn({
+            let ready = ready.clone();
+            async move { ready.ready().await }
+        });
+        ready.set_sip_bound(true);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "ready with no dialplan");
+        ready.set_dialplan_loaded(true);
+        waiter.await.unwrap();
+        // Already ready: returns at once; not while draining.
+        ready.ready().await;
+        ready.set_draining(true);
+        let pending = tokio::time::timeout(std::time::Duration::ZERO, ready.ready()).await;
+        assert!(pending.is_err(), "ready while draining");
     }
 
     /// A server on an ephemeral loopback port and the handles a test drives it with.

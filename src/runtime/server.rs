@@ -45,6 +45,7 @@ pub struct Server {
     plans: crate::runtime::plans::PlanStore,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
+    ready: Readiness,
 }
 
 impl Server {
@@ -93,7 +94,14 @@ impl Server {
             plans,
             udp,
             tcp,
+            ready: Readiness::new(),
         })
+    }
+
+    /// Readiness as `/readyz` reports it: ready once storage is open, interrupted calls are
+    /// spooled and SIP requests are being handled; not ready again while draining.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// The bound UDP addresses.
@@ -161,7 +169,7 @@ impl Server {
             }
         };
         metrics.set_dialplan(plan.name(), plan.version(), &plan.sha256);
-        let ready = Readiness::new();
+        let ready = self.ready.clone();
         let stop_http = CancellationToken::new();
         tokio::spawn(crate::runtime::http::serve(
             self.metrics_listener,
@@ -172,9 +180,6 @@ impl Server {
         let (recorder, outbox) = start_storage(&self.config, &metrics, stop_io.clone()).await;
         let (markers, interrupted) =
             call_marker::open(&self.config.storage.dir, self.config.sip.max_calls).await;
-        // Ready only once recordings and cases have somewhere to go.
-        ready.set_sip_bound(true);
-        ready.set_dialplan_loaded(true);
         let cases = Arc::new(case_writer::CaseSpool::new(
             &self.config.storage.dir,
             outbox,
@@ -209,6 +214,9 @@ impl Server {
         });
         // Calls a crash interrupted become abandoned cases before new calls are taken.
         call_marker::spool_interrupted(&markers, interrupted, &shared.cases).await;
+        // Ready only once recordings and cases have somewhere to go and SIP is served.
+        ready.set_sip_bound(true);
+        ready.set_dialplan_loaded(true);
         let driver = SipDriver {
             shared,
             tasks: tokio::task::JoinSet::new(),

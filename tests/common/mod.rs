@@ -59,7 +59,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Binds the server with `config` and starts it; returns once the sockets are bound.
+    /// Binds the server with `config` and starts it; returns once it is ready (storage open,
+    /// SIP requests handled).
     pub fn start(config: Config) -> TestServer {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -80,7 +81,14 @@ impl TestServer {
                     }
                 };
                 let metrics = server.metrics_addr().expect("metrics bound");
-                let _ = addrs_tx.send(Ok((server.udp_addrs()[0], server.tcp_addrs()[0], metrics)));
+                let addrs = (server.udp_addrs()[0], server.tcp_addrs()[0], metrics);
+                // Tests start once requests are served, not merely queued in the socket while
+                // storage opens (its fsyncs can take seconds on a busy disk).
+                let ready = server.readiness();
+                tokio::spawn(async move {
+                    ready.ready().await;
+                    let _ = addrs_tx.send(Ok(addrs));
+                });
                 server.run(token).await;
                 let _ = finished_tx.send(());
             });
