@@ -164,6 +164,10 @@ setup_row() {
         echo "set-up rate runs use ivrd-loadgen only (bench/sip-load.sh is the SIPp one)" >&2; return
     fi
     start_ivrd $(( 2 * rate * SETUP_CALL_SECS + 100 ))
+    if [[ -n "${PROFILE:-}" ]]; then
+        perf record -q -e cpu-clock -F 499 -g -p "$IVRD_PID" -o "$WORK/perf.data" \
+            -- sleep "$SETUP_SECS" >/dev/null 2>&1 &
+    fi
     CPU0="$(cpu_ticks "$IVRD_PID")"
     # Short calls without keys: INVITE, ACK, SETUP_CALL_SECS of audio, BYE.
     "$LOADGEN" --target "$SIP" --calls "$calls" --rate "$rate" --duration "${SETUP_CALL_SECS}s" \
