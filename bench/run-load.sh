@@ -95,6 +95,9 @@ count_cases() {
     (find "$WORK/var/outbox" -name '*.json' ! -name '*.meta.json' 2>/dev/null || true) | wc -l
 }
 count_recordings() { (find "$WORK/var" -name '*.wav' 2>/dev/null || true) | wc -l; }
+# Once counted, the recordings go (0.5–1.5 GB per level; a series of runs filled the disk):
+# KEEP_RECORDINGS=1 keeps them (as in soak.sh).
+drop_audio() { [[ -n "${KEEP_RECORDINGS:-}" ]] || rm -rf "$WORK/var/recordings"; }
 
 # Starts ivrd with a fresh config in a new $WORK for up to $1 simultaneous calls; sets IVRD_PID,
 # T_EXEC (just before exec), SIP and METRICS once ivrd has logged both listening lines.
@@ -182,6 +185,7 @@ setup_row() {
         "$(awk -v t="$(( CPU1 - CPU0 ))" -v hz="$HZ" -v n="$calls" 'BEGIN { print t * 1000 / hz / n }')" \
         "$(awk -v ms="$(field loadgen_cpu_ms "$LG")" -v n="$calls" 'BEGIN { print ms / n }')"
     echo "   (work dir $WORK; loadgen: $LG)" >&2
+    drop_audio
 }
 
 # --- concurrency runs ---------------------------------------------------------------------------
@@ -261,6 +265,7 @@ load_row() {
                 (lg1 - lg0) * 1000 / hz / (up * secs)
         }'
     echo "   (work dir $WORK; $DRIVER: $LG)" >&2
+    drop_audio
 }
 
 MODE=""
