@@ -95,9 +95,14 @@ count_cases() {
     (find "$WORK/var/outbox" -name '*.json' ! -name '*.meta.json' 2>/dev/null || true) | wc -l
 }
 count_recordings() { (find "$WORK/var" -name '*.wav' 2>/dev/null || true) | wc -l; }
-# Once counted, the recordings go (0.5–1.5 GB per level; a series of runs filled the disk):
-# KEEP_RECORDINGS=1 keeps them (as in soak.sh).
-drop_audio() { [[ -n "${KEEP_RECORDINGS:-}" ]] || rm -rf "$WORK/var/recordings"; }
+# Once counted, the recordings are emptied (0.5–1.5 GB per level; a series of runs filled the
+# disk); KEEP_RECORDINGS=1 keeps them. Emptied, not deleted: ext4 avoids reusing an inode freed
+# in the last ~30 s and checks each candidate on disk, and right after thousands of deletions
+# that made creating the next run's recordings a third of the recording writer's CPU.
+drop_audio() {
+    [[ -n "${KEEP_RECORDINGS:-}" ]] ||
+        find "$WORK/var/recordings" -type f -exec truncate -s 0 {} + 2>/dev/null || true
+}
 
 # Starts ivrd with a fresh config in a new $WORK for up to $1 simultaneous calls; sets IVRD_PID,
 # T_EXEC (just before exec), SIP and METRICS once ivrd has logged both listening lines.
