@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use hound::{SampleFormat, WavSpec, WavWriter};
 
 use super::finisher::{Finisher, Finishing};
-use super::part_file::{self, HeldTail, PartFile};
+use super::part_file::{self, PartFile};
 use super::pool::BlockPool;
 use super::{Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE};
 use crate::media::g711::FRAME_SAMPLES;
@@ -313,9 +313,6 @@ struct OpenRecording {
     /// A second handle on the same file (sharing its offset): commits what hound staged, and
     /// fsyncs the file after hound has finalised the header.
     sync_file: Option<File>,
-    /// Samples that do not fill a page yet (`part_file`): written when they do, and before
-    /// every header update.
-    held: HeldTail,
     error: Option<RecordingError>,
     frames_written: u64,
     frames_at_flush: u64,
@@ -447,7 +444,6 @@ impl OpenRecording {
             channels,
             wav: None,
             sync_file: None,
-            held: HeldTail::new(0),
             error: None,
             frames_written: 0,
             frames_at_flush: 0,
@@ -502,10 +498,6 @@ impl OpenRecording {
         let wav = WavWriter::new(PartFile::new(file), spec).map_err(create_error)?;
         // hound wrote the header without a seek or flush: it is still staged.
         part_file::commit(&sync_file).map_err(|e| create_error(e.into()))?;
-        let at = (&sync_file)
-            .stream_position()
-            .map_err(|e| create_error(e.into()))?;
-        self.held = HeldTail::new(at);
         self.wav = Some(wav);
         self.sync_file = Some(sync_file);
         Ok(())
@@ -556,7 +548,7 @@ impl OpenRecording {
             return false;
         }
         // A frame per sample writer keeps hound's buffer per file at one frame; the frames
-        // gather in the thread's staging buffer and reach the file in whole pages (`part_file`).
+        // gather in the thread's staging buffer and reach the file in one write (`part_file`).
         let mut written = Ok(());
         for _ in 0..frames {
             let mut out = wav.get_i16_writer(per_frame as u32);
@@ -569,8 +561,7 @@ impl OpenRecording {
             }
         }
         // Committed even after an error, so that nothing staged is left for the next file.
-        let committed =
-            part_file::commit_whole_pages(file, &mut self.held).map_err(hound::Error::from);
+        let committed = part_file::commit(file).map_err(hound::Error::from);
         if let Err(source) = written.and(committed) {
             self.fail(source);
             return true;
@@ -584,12 +575,10 @@ impl OpenRecording {
 
     /// Updates the header so the `.part` is a valid WAV up to here (hound's checkpoint).
     fn flush(&mut self) {
-        let (Some(wav), Some(file)) = (self.wav.as_mut(), self.sync_file.as_ref()) else {
+        let Some(wav) = self.wav.as_mut() else {
             return;
         };
-        // The header counts every sample hound was given: the file must have them all.
-        let held = part_file::write_held(file, &mut self.held).map_err(hound::Error::from);
-        match held.and_then(|()| wav.flush()) {
+        match wav.flush() {
             Ok(()) => {
                 self.frames_at_flush = self.frames_written;
                 self.progress
@@ -618,13 +607,10 @@ impl OpenRecording {
         let (Some(wav), Some(file)) = (self.wav.take(), self.sync_file.take()) else {
             return Err(RecordingError::WriterGone { path: self.part });
         };
-        part_file::write_held(&file, &mut self.held)
-            .map_err(hound::Error::from)
-            .and_then(|()| wav.finalize())
-            .map_err(|source| RecordingError::Write {
-                path: self.part.clone(),
-                source,
-            })?;
+        wav.finalize().map_err(|source| RecordingError::Write {
+            path: self.part.clone(),
+            source,
+        })?;
         Ok(Finishing {
             file,
             part: self.part,
