@@ -129,7 +129,6 @@ pub struct MediaSession {
     timed_out: bool,
     events: VecDeque<MediaEvent>,
     counters: MediaCounters,
-    payload: [u8; FRAME_SAMPLES],
 }
 
 impl MediaSession {
@@ -165,7 +164,6 @@ impl MediaSession {
             events: VecDeque::with_capacity(8),
             counters: MediaCounters::default(),
             params,
-            payload: [0; FRAME_SAMPLES],
         })
     }
 
@@ -378,34 +376,41 @@ impl MediaSession {
 
     fn tick(&mut self, tick_at: Instant, out: &mut TickOutput) {
         out.ticked = true;
-        // Caller side: the frame due now from the playout window, decoded once for the recorder
-        // and the in-band detector.
-        let source = self.playout.pop_frame(&mut self.payload);
+        let codec = self.params.codec;
+        // Caller side: the frame due now, decoded straight from the playout window into the
+        // driver's buffer, where the recorder and the in-band detector read it.
+        let (source, frame) = self.playout.pop_frame();
+        codec.decode(frame, &mut out.caller);
         if source == FrameSource::Concealed {
             self.counters.concealed_frames += 1;
         }
-        self.params.codec.decode(&self.payload, &mut out.caller);
         // A caller whose keys arrive as RFC 4733 events has a gateway that signals them out of
         // band; in-band detection could then only find the same presses again (which the
         // merge drops), yet it is the costliest step of the tick. So it runs until the first
-        // RFC 4733 key and not after.
+        // RFC 4733 key and not after (nor is its queue looked at: it only fills on a push).
         if !self.rfc4733_heard {
             self.inband.push(tick_at, &out.caller);
-        }
-        while let Some(found) = self.inband.poll() {
-            if let Some(ev) = self.dtmf.on_inband(tick_at, found.digit, found.started_at) {
-                self.events.push_back(MediaEvent::Digit(ev));
+            while let Some(found) = self.inband.poll() {
+                if let Some(ev) = self.dtmf.on_inband(tick_at, found.digit, found.started_at) {
+                    self.events.push_back(MediaEvent::Digit(ev));
+                }
             }
         }
-        // Our side: the next prompt frame or silence.
-        let frame = self.next_prompt_frame();
-        let silence = [self.params.codec.silence_byte(); FRAME_SAMPLES];
-        let payload = frame.unwrap_or(silence);
-        self.params.codec.decode(&payload, &mut out.ivrd);
+        // Our side: the next prompt frame or silence, used where it lies (in the shared prompt)
+        // for the packet and the recorder's copy.
+        let frame = match self.next_prompt_frame() {
+            Some(index) => self
+                .playing
+                .as_ref()
+                .and_then(|p| p.prompt.frame(codec, index))
+                .unwrap_or(codec.silence_frame()),
+            None => codec.silence_frame(),
+        };
+        codec.decode(frame, &mut out.ivrd);
         out.rtp_to = self.rtp_destination();
         if out.rtp_to.is_some() {
             let pt = self.params.codec_pt;
-            if let Ok(n) = self.sender.write_packet(pt, false, &payload, &mut out.rtp) {
+            if let Ok(n) = self.sender.write_packet(pt, false, frame, &mut out.rtp) {
                 out.rtp_len = n;
                 self.counters.packets_sent += 1;
             }
@@ -413,7 +418,9 @@ impl MediaSession {
         self.sender.advance(FRAME_SAMPLES as u32);
     }
 
-    fn next_prompt_frame(&mut self) -> Option<[u8; FRAME_SAMPLES]> {
+    /// Moves the playing prompt on by a frame (starting the next queued one when it ends) and
+    /// returns the index of the frame to send now in `self.playing`, `None` when nothing plays.
+    fn next_prompt_frame(&mut self) -> Option<usize> {
         loop {
             if self.playing.is_none() {
                 let prompt = self.queue.pop_front()?;
@@ -423,9 +430,10 @@ impl MediaSession {
                 });
             }
             let playing = self.playing.as_mut()?;
-            if let Some(frame) = playing.prompt.frame(self.params.codec, playing.next_frame) {
+            let index = playing.next_frame;
+            if index < playing.prompt.frame_count() {
                 playing.next_frame += 1;
-                return Some(*frame);
+                return Some(index);
             }
             let id = playing.prompt.id().clone();
             self.playing = None;
