@@ -24,23 +24,26 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(20);
 
 /// What was negotiated for the call, and the random values RFC 3550 §5.1 asks for.
+///
+/// In [`MediaSession`]'s hot lines; what a tick reads comes first (`repr(C)` keeps the order).
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct SessionParams {
     pub codec: Codec,
     /// Payload type the peer uses for `codec`.
     pub codec_pt: u8,
     pub dtmf_pt: Option<u8>,
-    /// RTP address from SDP; `None` while unknown or held with c=0.0.0.0.
-    pub remote: Option<SocketAddr>,
     /// Whether the peer wants our media (its direction is sendrecv or recvonly).
     pub peer_receives: bool,
     /// Whether the peer is expected to send (not sendonly-from-us/inactive hold).
     pub peer_sends: bool,
+    pub media_timeout: Duration,
+    /// RTP address from SDP; `None` while unknown or held with c=0.0.0.0.
+    pub remote: Option<SocketAddr>,
     pub ssrc: u32,
     pub initial_seq: u16,
     pub initial_ts: u32,
     pub cname: String,
-    pub media_timeout: Duration,
 }
 
 /// What the session reports to the call.
@@ -105,30 +108,40 @@ struct Playing {
 }
 
 /// One call's media state.
+///
+/// The field order is deliberate, and `repr(C)` keeps it: a media clock worker visits every
+/// session it holds each 20 ms and by then finds its state out of the caches, so each cache
+/// line a tick reads is a trip to memory. What every tick reads comes first, packed into a few
+/// lines (then the playout window, whose header a tick also reads); what a received packet needs
+/// follows, and what only keys, reports and prompt changes need comes last.
+#[repr(C)]
 pub struct MediaSession {
-    params: SessionParams,
-    sender: RtpSender,
-    receiver: RtpReceiver,
-    rtcp: RtcpSession,
-    playout: PlayoutWindow,
-    rfc4733: Rfc4733Decoder,
-    /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
-    last_event_seq: Option<u16>,
-    inband: GoertzelDetector,
-    /// Set by the first key that arrives as RFC 4733: from then on the in-band detector is
-    /// skipped (below).
-    rfc4733_heard: bool,
-    dtmf: DtmfStream,
-    /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
-    latched: Option<SocketAddr>,
-    playing: Option<Playing>,
-    queue: VecDeque<Arc<Prompt>>,
+    // Every tick.
     next_tick: Instant,
     next_rtcp: Instant,
     last_rx: Instant,
-    timed_out: bool,
+    rfc4733: Rfc4733Decoder,
     events: VecDeque<MediaEvent>,
+    playing: Option<Playing>,
+    /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
+    latched: Option<SocketAddr>,
     counters: MediaCounters,
+    sender: RtpSender,
+    timed_out: bool,
+    /// Set by the first key that arrives as RFC 4733: from then on the in-band detector is
+    /// skipped (see `tick`).
+    rfc4733_heard: bool,
+    params: SessionParams,
+    playout: PlayoutWindow,
+    // Every received packet.
+    receiver: RtpReceiver,
+    /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
+    last_event_seq: Option<u16>,
+    // Now and then.
+    queue: VecDeque<Arc<Prompt>>,
+    rtcp: RtcpSession,
+    dtmf: DtmfStream,
+    inband: GoertzelDetector,
 }
 
 impl MediaSession {
