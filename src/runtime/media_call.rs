@@ -79,15 +79,18 @@ impl MessageTap {
         if let Some(rec) = self.recorder.as_mut() {
             rec.push(caller);
         }
-        let level = caller
-            .iter()
-            .map(|s| u32::from(s.unsigned_abs()))
-            .sum::<u32>()
-            / FRAME_SAMPLES as u32;
-        if level >= SILENCE_LEVEL {
-            self.silent_since = None;
-        } else if self.silent_since.is_none() {
-            self.silent_since = Some(now);
+        // The level only matters to a message that ends on silence.
+        if self.silence_end.is_some() {
+            let level = caller
+                .iter()
+                .map(|s| u32::from(s.unsigned_abs()))
+                .sum::<u32>()
+                / FRAME_SAMPLES as u32;
+            if level >= SILENCE_LEVEL {
+                self.silent_since = None;
+            } else if self.silent_since.is_none() {
+                self.silent_since = Some(now);
+            }
         }
         let silent_too_long = matches!(
             (self.silence_end, self.silent_since),
@@ -142,22 +145,30 @@ pub struct FinishedMedia {
 }
 
 /// One call on the media clock.
+///
+/// Laid out for the tick, like [`MediaSession`]: the fields every tick reads first (`repr(C)`
+/// keeps the order), the caller's message inline rather than boxed (one pointer less to follow
+/// per tick while it is taken), the session's hot lines right after, the rest at the end. Each
+/// call starts on a cache line of its own.
+#[repr(C, align(64))]
 pub struct CallMedia {
+    // Every tick.
     /// The call's key on its worker.
     pub key: u64,
-    session: MediaSession,
+    /// RTP datagrams read by [`Self::drain_flood`] since the last tick.
+    drained_since_tick: usize,
     rtp: UdpSocket,
-    rtcp: UdpSocket,
+    /// The last tick read [`FLOODED_READS_PER_TICK`] or more.
+    flooded: bool,
     recorder: Option<CallRecorder>,
-    message: Option<Box<MessageTap>>,
+    message: Option<MessageTap>,
+    session: MediaSession,
+    // Now and then.
+    rtcp: UdpSocket,
     /// The `Play` id whose prompts are queued or playing.
     playing: Option<u64>,
     notices: UnboundedSender<MediaNotice>,
     send_errors: u64,
-    /// RTP datagrams read by [`Self::drain_flood`] since the last tick.
-    drained_since_tick: usize,
-    /// The last tick read [`FLOODED_READS_PER_TICK`] or more.
-    flooded: bool,
 }
 
 /// Datagrams read with one `recvmmsg`.
@@ -248,7 +259,7 @@ impl CallMedia {
                 }
                 self.forward_events();
             }
-            MediaCommand::StartMessage(tap) => self.message = Some(tap),
+            MediaCommand::StartMessage(tap) => self.message = Some(*tap),
             MediaCommand::StopMessage => self.end_message(now),
             MediaCommand::Finish => return true,
         }
@@ -266,7 +277,7 @@ impl CallMedia {
         let finished = FinishedMedia {
             session: self.session,
             recorder: self.recorder,
-            message: self.message,
+            message: self.message.map(Box::new),
             send_errors: self.send_errors,
         };
         let _ = self.notices.send(MediaNotice::Finished(Box::new(finished)));
@@ -368,6 +379,7 @@ impl CallMedia {
 
     fn end_message(&mut self, at: Instant) {
         if let Some(tap) = self.message.take() {
+            let tap = Box::new(tap);
             let _ = self.notices.send(MediaNotice::MessageEnded { tap, at });
         }
     }
