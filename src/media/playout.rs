@@ -217,7 +217,11 @@ impl PlayoutWindow {
             if slot.frame != frame {
                 slot.frame = frame;
                 slot.mask = 0;
-                slot.data.fill(silence);
+                // What no packet fills stays silence; a whole-frame packet (the usual 20 ms)
+                // overwrites it all just below.
+                if n < FRAME_SAMPLES {
+                    slot.data.fill(silence);
+                }
             }
             let mask = chunk_mask(within, n);
             if slot.mask & mask == mask {
