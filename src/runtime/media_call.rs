@@ -15,6 +15,8 @@ use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput}
 use crate::runtime::recorder::{CallRecorder, MessageRecorder};
 use crate::udp_batch::RecvBatch;
 use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -182,6 +184,10 @@ const DATAGRAM_BYTES: usize = 1500;
 pub struct TickScratch {
     out: TickOutput,
     pub(crate) batch: RecvBatch,
+    /// The RTCP interval's random factor (RFC 3550 §6.3.1), drawn per call and tick. It only
+    /// has to keep calls from reporting in step, so a small generator of the worker's own
+    /// does, without the thread-local generator's lookup and reference count each time.
+    rng: SmallRng,
 }
 
 impl Default for TickScratch {
@@ -189,6 +195,7 @@ impl Default for TickScratch {
         TickScratch {
             out: TickOutput::default(),
             batch: RecvBatch::new(RECV_BATCH, DATAGRAM_BYTES),
+            rng: SmallRng::from_rng(&mut rand::rng()),
         }
     }
 }
@@ -297,7 +304,7 @@ impl CallMedia {
         let out = &mut scratch.out;
         while self
             .session
-            .handle_timeout(clock.now, clock.ntp, rand::random(), out)
+            .handle_timeout(clock.now, clock.ntp, scratch.rng.random(), out)
         {
             if let (true, Some(to)) = (out.rtp_len > 0, out.rtp_to) {
                 if self.rtp.send_to(&out.rtp[..out.rtp_len], to).is_err() {
