@@ -1,8 +1,9 @@
 //! Criterion micro-benchmarks of ivrd's per-call and per-packet hot paths (issue 7).
 //!
 //! Each benchmark drives one pure module the way the runtime does, with realistic input: a carrier
-//! INVITE with SDP, 20 ms G.711 frames, one media tick with one incoming RTP packet, one recorder
-//! frame, one dialplan key press. Run with short windows on a shared machine:
+//! INVITE with SDP, 20 ms G.711 frames, one media tick with one incoming RTP packet, one media
+//! clock tick over a worker's 1,000 calls, one recorder frame, one dialplan key press. Run with
+//! short windows on a shared machine:
 //!
 //! ```sh
 //! cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use ivrd::dialplan::calendar::WallClock;
 use ivrd::dialplan::engine::{Action, CallStart, Engine, Event};
@@ -22,12 +23,16 @@ use ivrd::dialplan::load::load_file;
 use ivrd::loadgen::process_cpu;
 use ivrd::media::digit::{Digit, DigitEvent, DtmfMethod};
 use ivrd::media::dtmf::GoertzelDetector;
+use ivrd::media::dtmf::Rfc4733Encoder;
 use ivrd::media::g711::{self, Codec, FRAME_SAMPLES};
 use ivrd::media::prompt::{Prompt, PromptId};
 use ivrd::media::rtcp::NtpTimestamp;
 use ivrd::media::rtp::{RTP_HEADER_LEN, RtpSender, parse_rtp};
 use ivrd::media::session::{MediaSession, SessionParams, TICK, TickOutput};
-use ivrd::runtime::recorder::{CallRecorder, RecordingDate, RecordingName, RecordingWriter};
+use ivrd::runtime::media_call::MessageTap;
+use ivrd::runtime::recorder::{
+    CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
+};
 use ivrd::sip::message::{Message, parse};
 use ivrd::sip::response::{ResponseParts, build_response};
 use ivrd::sip::sdp::{AudioCodec, Direction, LocalMedia, answer_offer, write_answer};
@@ -237,6 +242,171 @@ fn bench_media_tick(c: &mut Criterion) {
     });
 }
 
+/// Calls on one media clock worker in [`bench_media_tick_calls`]: a worker holds half the calls
+/// of the 2-core machine, so this is the 2,000-call load of issue 7.
+const TICK_CALLS: usize = 1_000;
+
+/// The fake caller of one call in [`bench_media_tick_calls`]: only the RTP header fields that
+/// change, so the bench spends its time on ivrd's side, not on building packets.
+struct FakeCaller {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+}
+
+impl FakeCaller {
+    /// Writes the header of the caller's next packet into `pkt`, whose payload is in place.
+    fn next_header(&mut self, pkt: &mut [u8], pt: u8, marker: bool, ts: u32) {
+        pkt[0] = 0x80;
+        pkt[1] = pt | if marker { 0x80 } else { 0 };
+        pkt[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        pkt[4..8].copy_from_slice(&ts.to_be_bytes());
+        pkt[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
+    }
+}
+
+/// Bytes read between two bench ticks: twice the L3 cache of the project's VM (32 MiB).
+const EVICT_BYTES: usize = 64 << 20;
+
+/// Reads a word of every 64-byte line of `buf`, which pushes what the last tick left out of
+/// every cache level. In the daemon a call's state is as cold when its next tick comes 20 ms
+/// later: the kernel's socket work for the other calls, the recorder, the load generator and
+/// everything else on the machine run in between (its profile shows the tick's loads of call
+/// state as the costly instructions).
+fn evict_caches(buf: &[u64]) -> u64 {
+    buf.iter().step_by(8).fold(0, |acc, &w| acc.wrapping_add(w))
+}
+
+/// One call as a media clock worker holds it, without the sockets.
+struct TickedCall {
+    session: MediaSession,
+    recorder: CallRecorder,
+    message: Option<MessageTap>,
+    caller: FakeCaller,
+}
+
+/// One media clock tick over [`TICK_CALLS`] calls, as `CallMedia::on_tick` runs it minus the
+/// system calls: every other tick a call gets the caller's two packets (the clock reads a socket
+/// every other tick), then the session's tick and the recorder push, and for half the calls the
+/// caller's message. Each call has heard an RFC 4733 key (in-band detection is off, as for
+/// most of a call in the load test). [`evict_caches`] runs (untimed) between ticks, so the
+/// cache lines of call state a tick touches (~3 KiB of session per call, its 7.5 KiB recording
+/// block, for half of them a second block for the message) come from memory, as in the daemon.
+///
+/// The recording writer is created but not run: the calls' first blocks fill its queue and
+/// every later full block is counted as dropped and reused in place, which keeps the writer's
+/// disk work (and its thread) out of the measurement.
+fn bench_media_tick_calls(c: &mut Criterion) {
+    let remote: SocketAddr = "127.0.0.1:31000".parse().unwrap();
+    let tone = voice_frame();
+    let minute: Vec<i16> = tone.iter().copied().cycle().take(8000 * 60).collect();
+    let prompt = Arc::new(Prompt::from_samples(
+        PromptId::new("bench").unwrap(),
+        &minute,
+    ));
+    let dir = TempDir::new("tick");
+    let (writer, _idle_worker) = RecordingWriter::new(&dir.0, 2 * TICK_CALLS);
+    let date = RecordingDate::from_unix_seconds(1_764_000_000, 8 * 3600);
+    let base = Instant::now();
+    let mut calls: Vec<TickedCall> = (0..TICK_CALLS)
+        .map(|i| {
+            let id = format!("bench-tick-{i}");
+            let recorder = CallRecorder::start(&writer, &RecordingName::for_call(&id, date))
+                .expect("writer queue holds every open");
+            let message = (i % 2 == 0).then(|| {
+                let name = RecordingName::for_message(&id, date, 1);
+                let rec = MessageRecorder::start(&writer, &name).expect("queue holds it");
+                MessageTap::new(
+                    Some(rec),
+                    base,
+                    Duration::from_secs(3600),
+                    Some(Duration::from_secs(5)),
+                )
+            });
+            let mut session = MediaSession::new(base, session_params(remote), 0.5).unwrap();
+            session.play(Arc::clone(&prompt));
+            TickedCall {
+                session,
+                recorder,
+                message,
+                caller: FakeCaller {
+                    ssrc: 0x0BAD_0000 + i as u32,
+                    seq: 7,
+                    ts: 0,
+                },
+            }
+        })
+        .collect();
+    let mut pkt = [0u8; RTP_HEADER_LEN + FRAME_SAMPLES];
+    g711::encode_ulaw(&tone, &mut pkt[RTP_HEADER_LEN..]);
+    let mut out = TickOutput::default();
+    let mut k: u32 = 0;
+    let mut tick = |calls: &mut [TickedCall], k: u32| {
+        let now = base + TICK * k;
+        let ntp = NtpTimestamp::from_unix(Duration::from_secs(1_764_000_000) + TICK * k);
+        for (i, call) in calls.iter_mut().enumerate() {
+            if (k as usize + i) % 2 == 0 {
+                for _ in 0..2 {
+                    let ts = call.caller.ts;
+                    call.caller.next_header(&mut pkt, 0, false, ts);
+                    call.caller.ts = ts.wrapping_add(FRAME_SAMPLES as u32);
+                    call.session.on_rtp(now, remote, &pkt);
+                }
+            }
+            while call.session.handle_timeout(now, ntp, 0.5, &mut out) {
+                if out.ticked {
+                    call.recorder.push_frame(&out.caller, &out.ivrd);
+                    if let Some(tap) = call.message.as_mut() {
+                        black_box(tap.push(now, &out.caller));
+                    }
+                }
+                black_box(out.rtp_len);
+            }
+            while let Some(event) = call.session.poll_event() {
+                if !call.session.is_playing() {
+                    call.session.play(Arc::clone(&prompt));
+                }
+                black_box(event);
+            }
+        }
+    };
+    // A key as RFC 4733 from every caller (in-band detection stops), then a few ticks of audio.
+    for call in &mut calls {
+        let press = Rfc4733Encoder::new(Digit::D2, call.caller.ts, TICK * 5, 10);
+        for event in press {
+            let mut ev_pkt = [0u8; RTP_HEADER_LEN + 4];
+            call.caller
+                .next_header(&mut ev_pkt, 101, event.marker, event.timestamp);
+            ev_pkt[RTP_HEADER_LEN..].copy_from_slice(&event.payload);
+            call.session.on_rtp(base, remote, &ev_pkt);
+        }
+    }
+    for _ in 0..10 {
+        k += 1;
+        tick(&mut calls, k);
+    }
+    let mut group = c.benchmark_group("media");
+    group.throughput(Throughput::Elements(TICK_CALLS as u64));
+    // Each tick also reads 64 MiB (untimed): fewer samples keep the run short.
+    group.sample_size(20);
+    let other_work: Vec<u64> = (0..EVICT_BYTES as u64 / 8).collect();
+    group.bench_function(format!("tick_{TICK_CALLS}_calls"), |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                black_box(evict_caches(&other_work));
+                k += 1;
+                let start = Instant::now();
+                tick(&mut calls, k);
+                took += start.elapsed();
+            }
+            took
+        })
+    });
+    group.finish();
+}
+
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -379,6 +549,7 @@ criterion_group!(
     bench_g711_dtmf,
     bench_rtp,
     bench_media_tick,
+    bench_media_tick_calls,
     bench_recorder,
     bench_dialplan
 );

@@ -201,6 +201,16 @@ impl Codec {
         }
     }
 
+    /// A whole frame of [`Self::silence_byte`], to send or decode without building one.
+    pub fn silence_frame(self) -> &'static [u8; FRAME_SAMPLES] {
+        static PCMU: [u8; FRAME_SAMPLES] = [0xFF; FRAME_SAMPLES];
+        static PCMA: [u8; FRAME_SAMPLES] = [0xD5; FRAME_SAMPLES];
+        match self {
+            Codec::Pcmu => &PCMU,
+            Codec::Pcma => &PCMA,
+        }
+    }
+
     /// Encodes linear samples into `out`; returns how many bytes were written (the shorter length).
     pub fn encode(self, input: &[i16], out: &mut [u8]) -> usize {
         match self {
@@ -329,6 +339,12 @@ mod tests {
             let mut zero = [0i16; 1];
             codec.decode(&[codec.silence_byte()], &mut zero);
             assert!(zero[0].abs() <= 8);
+            assert!(
+                codec
+                    .silence_frame()
+                    .iter()
+                    .all(|&b| b == codec.silence_byte())
+            );
         }
         assert_eq!(Codec::Pcmu.name(), "PCMU");
         assert_eq!(Codec::Pcma.name(), "PCMA");

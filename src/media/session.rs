@@ -24,23 +24,26 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(20);
 
 /// What was negotiated for the call, and the random values RFC 3550 §5.1 asks for.
+///
+/// In [`MediaSession`]'s hot lines; what a tick reads comes first (`repr(C)` keeps the order).
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct SessionParams {
     pub codec: Codec,
     /// Payload type the peer uses for `codec`.
     pub codec_pt: u8,
     pub dtmf_pt: Option<u8>,
-    /// RTP address from SDP; `None` while unknown or held with c=0.0.0.0.
-    pub remote: Option<SocketAddr>,
     /// Whether the peer wants our media (its direction is sendrecv or recvonly).
     pub peer_receives: bool,
     /// Whether the peer is expected to send (not sendonly-from-us/inactive hold).
     pub peer_sends: bool,
+    pub media_timeout: Duration,
+    /// RTP address from SDP; `None` while unknown or held with c=0.0.0.0.
+    pub remote: Option<SocketAddr>,
     pub ssrc: u32,
     pub initial_seq: u16,
     pub initial_ts: u32,
     pub cname: String,
-    pub media_timeout: Duration,
 }
 
 /// What the session reports to the call.
@@ -105,31 +108,40 @@ struct Playing {
 }
 
 /// One call's media state.
+///
+/// The field order is deliberate, and `repr(C)` keeps it: a media clock worker visits every
+/// session it holds each 20 ms and by then finds its state out of the caches, so each cache
+/// line a tick reads is a trip to memory. What every tick reads comes first, packed into a few
+/// lines (then the playout window, whose header a tick also reads); what a received packet needs
+/// follows, and what only keys, reports and prompt changes need comes last.
+#[repr(C)]
 pub struct MediaSession {
-    params: SessionParams,
-    sender: RtpSender,
-    receiver: RtpReceiver,
-    rtcp: RtcpSession,
-    playout: PlayoutWindow,
-    rfc4733: Rfc4733Decoder,
-    /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
-    last_event_seq: Option<u16>,
-    inband: GoertzelDetector,
-    /// Set by the first key that arrives as RFC 4733: from then on the in-band detector is
-    /// skipped (below).
-    rfc4733_heard: bool,
-    dtmf: DtmfStream,
-    /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
-    latched: Option<SocketAddr>,
-    playing: Option<Playing>,
-    queue: VecDeque<Arc<Prompt>>,
+    // Every tick.
     next_tick: Instant,
     next_rtcp: Instant,
     last_rx: Instant,
-    timed_out: bool,
+    rfc4733: Rfc4733Decoder,
     events: VecDeque<MediaEvent>,
+    playing: Option<Playing>,
+    /// Where the caller's RTP actually comes from (symmetric RTP, RFC 4961 practice).
+    latched: Option<SocketAddr>,
     counters: MediaCounters,
-    payload: [u8; FRAME_SAMPLES],
+    sender: RtpSender,
+    timed_out: bool,
+    /// Set by the first key that arrives as RFC 4733: from then on the in-band detector is
+    /// skipped (see `tick`).
+    rfc4733_heard: bool,
+    params: SessionParams,
+    playout: PlayoutWindow,
+    // Every received packet.
+    receiver: RtpReceiver,
+    /// Sequence number of the last telephone-event packet, for [`Self::check_event_sequence`].
+    last_event_seq: Option<u16>,
+    // Now and then.
+    queue: VecDeque<Arc<Prompt>>,
+    rtcp: RtcpSession,
+    dtmf: DtmfStream,
+    inband: GoertzelDetector,
 }
 
 impl MediaSession {
@@ -165,7 +177,6 @@ impl MediaSession {
             events: VecDeque::with_capacity(8),
             counters: MediaCounters::default(),
             params,
-            payload: [0; FRAME_SAMPLES],
         })
     }
 
@@ -378,34 +389,41 @@ impl MediaSession {
 
     fn tick(&mut self, tick_at: Instant, out: &mut TickOutput) {
         out.ticked = true;
-        // Caller side: the frame due now from the playout window, decoded once for the recorder
-        // and the in-band detector.
-        let source = self.playout.pop_frame(&mut self.payload);
+        let codec = self.params.codec;
+        // Caller side: the frame due now, decoded straight from the playout window into the
+        // driver's buffer, where the recorder and the in-band detector read it.
+        let (source, frame) = self.playout.pop_frame();
+        codec.decode(frame, &mut out.caller);
         if source == FrameSource::Concealed {
             self.counters.concealed_frames += 1;
         }
-        self.params.codec.decode(&self.payload, &mut out.caller);
         // A caller whose keys arrive as RFC 4733 events has a gateway that signals them out of
         // band; in-band detection could then only find the same presses again (which the
         // merge drops), yet it is the costliest step of the tick. So it runs until the first
-        // RFC 4733 key and not after.
+        // RFC 4733 key and not after (nor is its queue looked at: it only fills on a push).
         if !self.rfc4733_heard {
             self.inband.push(tick_at, &out.caller);
-        }
-        while let Some(found) = self.inband.poll() {
-            if let Some(ev) = self.dtmf.on_inband(tick_at, found.digit, found.started_at) {
-                self.events.push_back(MediaEvent::Digit(ev));
+            while let Some(found) = self.inband.poll() {
+                if let Some(ev) = self.dtmf.on_inband(tick_at, found.digit, found.started_at) {
+                    self.events.push_back(MediaEvent::Digit(ev));
+                }
             }
         }
-        // Our side: the next prompt frame or silence.
-        let frame = self.next_prompt_frame();
-        let silence = [self.params.codec.silence_byte(); FRAME_SAMPLES];
-        let payload = frame.unwrap_or(silence);
-        self.params.codec.decode(&payload, &mut out.ivrd);
+        // Our side: the next prompt frame or silence, used where it lies (in the shared prompt)
+        // for the packet and the recorder's copy.
+        let frame = match self.next_prompt_frame() {
+            Some(index) => self
+                .playing
+                .as_ref()
+                .and_then(|p| p.prompt.frame(codec, index))
+                .unwrap_or(codec.silence_frame()),
+            None => codec.silence_frame(),
+        };
+        codec.decode(frame, &mut out.ivrd);
         out.rtp_to = self.rtp_destination();
         if out.rtp_to.is_some() {
             let pt = self.params.codec_pt;
-            if let Ok(n) = self.sender.write_packet(pt, false, &payload, &mut out.rtp) {
+            if let Ok(n) = self.sender.write_packet(pt, false, frame, &mut out.rtp) {
                 out.rtp_len = n;
                 self.counters.packets_sent += 1;
             }
@@ -413,7 +431,9 @@ impl MediaSession {
         self.sender.advance(FRAME_SAMPLES as u32);
     }
 
-    fn next_prompt_frame(&mut self) -> Option<[u8; FRAME_SAMPLES]> {
+    /// Moves the playing prompt on by a frame (starting the next queued one when it ends) and
+    /// returns the index of the frame to send now in `self.playing`, `None` when nothing plays.
+    fn next_prompt_frame(&mut self) -> Option<usize> {
         loop {
             if self.playing.is_none() {
                 let prompt = self.queue.pop_front()?;
@@ -423,9 +443,10 @@ impl MediaSession {
                 });
             }
             let playing = self.playing.as_mut()?;
-            if let Some(frame) = playing.prompt.frame(self.params.codec, playing.next_frame) {
+            let index = playing.next_frame;
+            if index < playing.prompt.frame_count() {
                 playing.next_frame += 1;
-                return Some(*frame);
+                return Some(index);
             }
             let id = playing.prompt.id().clone();
             self.playing = None;

@@ -15,6 +15,8 @@ use crate::media::session::{MediaEvent, MediaSession, SessionParams, TickOutput}
 use crate::runtime::recorder::{CallRecorder, MessageRecorder};
 use crate::udp_batch::RecvBatch;
 use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -79,15 +81,18 @@ impl MessageTap {
         if let Some(rec) = self.recorder.as_mut() {
             rec.push(caller);
         }
-        let level = caller
-            .iter()
-            .map(|s| u32::from(s.unsigned_abs()))
-            .sum::<u32>()
-            / FRAME_SAMPLES as u32;
-        if level >= SILENCE_LEVEL {
-            self.silent_since = None;
-        } else if self.silent_since.is_none() {
-            self.silent_since = Some(now);
+        // The level only matters to a message that ends on silence.
+        if self.silence_end.is_some() {
+            let level = caller
+                .iter()
+                .map(|s| u32::from(s.unsigned_abs()))
+                .sum::<u32>()
+                / FRAME_SAMPLES as u32;
+            if level >= SILENCE_LEVEL {
+                self.silent_since = None;
+            } else if self.silent_since.is_none() {
+                self.silent_since = Some(now);
+            }
         }
         let silent_too_long = matches!(
             (self.silence_end, self.silent_since),
@@ -142,22 +147,30 @@ pub struct FinishedMedia {
 }
 
 /// One call on the media clock.
+///
+/// Laid out for the tick, like [`MediaSession`]: the fields every tick reads first (`repr(C)`
+/// keeps the order), the caller's message inline rather than boxed (one pointer less to follow
+/// per tick while it is taken), the session's hot lines right after, the rest at the end. Each
+/// call starts on a cache line of its own.
+#[repr(C, align(64))]
 pub struct CallMedia {
+    // Every tick.
     /// The call's key on its worker.
     pub key: u64,
-    session: MediaSession,
+    /// RTP datagrams read by [`Self::drain_flood`] since the last tick.
+    drained_since_tick: usize,
     rtp: UdpSocket,
-    rtcp: UdpSocket,
+    /// The last tick read [`FLOODED_READS_PER_TICK`] or more.
+    flooded: bool,
     recorder: Option<CallRecorder>,
-    message: Option<Box<MessageTap>>,
+    message: Option<MessageTap>,
+    session: MediaSession,
+    // Now and then.
+    rtcp: UdpSocket,
     /// The `Play` id whose prompts are queued or playing.
     playing: Option<u64>,
     notices: UnboundedSender<MediaNotice>,
     send_errors: u64,
-    /// RTP datagrams read by [`Self::drain_flood`] since the last tick.
-    drained_since_tick: usize,
-    /// The last tick read [`FLOODED_READS_PER_TICK`] or more.
-    flooded: bool,
 }
 
 /// Datagrams read with one `recvmmsg`.
@@ -171,6 +184,10 @@ const DATAGRAM_BYTES: usize = 1500;
 pub struct TickScratch {
     out: TickOutput,
     pub(crate) batch: RecvBatch,
+    /// The RTCP interval's random factor (RFC 3550 §6.3.1), drawn per call and tick. It only
+    /// has to keep calls from reporting in step, so a small generator of the worker's own
+    /// does, without the thread-local generator's lookup and reference count each time.
+    rng: SmallRng,
 }
 
 impl Default for TickScratch {
@@ -178,6 +195,7 @@ impl Default for TickScratch {
         TickScratch {
             out: TickOutput::default(),
             batch: RecvBatch::new(RECV_BATCH, DATAGRAM_BYTES),
+            rng: SmallRng::from_rng(&mut rand::rng()),
         }
     }
 }
@@ -248,7 +266,7 @@ impl CallMedia {
                 }
                 self.forward_events();
             }
-            MediaCommand::StartMessage(tap) => self.message = Some(tap),
+            MediaCommand::StartMessage(tap) => self.message = Some(*tap),
             MediaCommand::StopMessage => self.end_message(now),
             MediaCommand::Finish => return true,
         }
@@ -266,7 +284,7 @@ impl CallMedia {
         let finished = FinishedMedia {
             session: self.session,
             recorder: self.recorder,
-            message: self.message,
+            message: self.message.map(Box::new),
             send_errors: self.send_errors,
         };
         let _ = self.notices.send(MediaNotice::Finished(Box::new(finished)));
@@ -286,7 +304,7 @@ impl CallMedia {
         let out = &mut scratch.out;
         while self
             .session
-            .handle_timeout(clock.now, clock.ntp, rand::random(), out)
+            .handle_timeout(clock.now, clock.ntp, scratch.rng.random(), out)
         {
             if let (true, Some(to)) = (out.rtp_len > 0, out.rtp_to) {
                 if self.rtp.send_to(&out.rtp[..out.rtp_len], to).is_err() {
@@ -368,6 +386,7 @@ impl CallMedia {
 
     fn end_message(&mut self, at: Instant) {
         if let Some(tap) = self.message.take() {
+            let tap = Box::new(tap);
             let _ = self.notices.send(MediaNotice::MessageEnded { tap, at });
         }
     }

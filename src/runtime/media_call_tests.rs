@@ -189,6 +189,15 @@ fn caller_audio_is_read_at_the_tick_and_a_silent_message_ends_on_silence() {
 }
 
 #[test]
+fn a_message_without_a_silence_end_runs_through_silence_to_its_maximum() {
+    let t0 = Instant::now();
+    let mut tap = MessageTap::new(None, t0, TICK * 5, None);
+    let silence = [0i16; FRAME_SAMPLES];
+    let ended: Vec<bool> = (1..=6).map(|n| tap.push(t0 + TICK * n, &silence)).collect();
+    assert_eq!(ended, [false, false, false, false, true, true]);
+}
+
+#[test]
 fn a_steady_caller_is_read_every_other_tick_and_no_frame_is_lost() {
     let mut r = rig();
     let mut tx = RtpSender::new(55, 1, 0);
