@@ -308,10 +308,9 @@ async fn write_marker(
         }),
         host: shared.host.clone(),
     };
-    let markers = shared.markers.clone();
-    match tokio::task::spawn_blocking(move || markers.write(&marker)).await {
-        Ok(Ok(place)) => Some(place),
-        _ => {
+    match shared.markers.write_async(marker).await {
+        Ok(place) => Some(place),
+        Err(_) => {
             tracing::error!(
                 "call marker not written; a crash during this call would leave no case"
             );

@@ -12,6 +12,7 @@
 use crate::case::skeleton::{Hangup, RecordingRef};
 use crate::case::{CallFacts, CaseId, CaseSkeleton};
 use crate::runtime::case_writer::CaseSpool;
+use crate::runtime::group_commit::GroupCommit;
 use crate::runtime::marker_slots::{Leftover, SlotError, SlotFile};
 use crate::runtime::recorder::STEREO_FORMAT;
 use serde::{Deserialize, Serialize};
@@ -58,12 +59,32 @@ pub struct Interrupted {
     pub place: MarkerPlace,
 }
 
-/// The markers of calls in progress. Every method is blocking IO.
-#[derive(Debug)]
+/// The markers of calls in progress. Every method but [`MarkerStore::write_async`] is
+/// blocking IO.
 pub struct MarkerStore {
+    writer: Arc<MarkerWriter>,
+    /// Markers of calls being answered, written in groups (one `fdatasync` per group).
+    group: GroupCommit<MarkerJob>,
+}
+
+/// What writes and clears markers; shared with the group commit thread.
+#[derive(Debug)]
+struct MarkerWriter {
     storage: PathBuf,
     /// `None` when the slot file could not be opened; markers then go to files.
     slots: Option<SlotFile>,
+}
+
+/// A marker waiting for its group's `fdatasync`.
+struct MarkerJob {
+    marker: CallMarker,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<MarkerPlace>>,
+}
+
+impl std::fmt::Debug for MarkerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.writer.fmt(f)
+    }
 }
 
 impl MarkerStore {
@@ -104,34 +125,108 @@ impl MarkerStore {
             }
         }
         interrupted.extend(recover_files(storage));
-        (
-            MarkerStore {
-                storage: storage.to_path_buf(),
-                slots,
-            },
-            interrupted,
-        )
+        let writer = MarkerWriter {
+            storage: storage.to_path_buf(),
+            slots,
+        };
+        (MarkerStore::new(writer), interrupted)
+    }
+
+    fn new(writer: MarkerWriter) -> MarkerStore {
+        let writer = Arc::new(writer);
+        let committer = writer.clone();
+        let group = GroupCommit::new("ivrd-markers", move |jobs: Vec<MarkerJob>| {
+            let (markers, replies): (Vec<_>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.marker, j.reply)).unzip();
+            let places = committer.write_group(&markers);
+            for (reply, place) in replies.into_iter().zip(places) {
+                // A caller that went away (its call ended) has nothing to be told.
+                let _ = reply.send(place);
+            }
+        });
+        MarkerStore { writer, group }
     }
 
     /// Writes the marker durably: into a slot, or a file of its own if it does not fit one.
     pub fn write(&self, marker: &CallMarker) -> std::io::Result<MarkerPlace> {
-        let json = serde_json::to_vec(marker).map_err(std::io::Error::other)?;
-        match self.slots.as_ref().map(|s| s.write(&json)) {
-            Some(Ok(slot)) => return Ok(MarkerPlace::Slot(slot)),
-            Some(Err(SlotError::TooLarge { len })) => {
-                tracing::warn!(len, "call marker longer than a slot; written as a file");
-            }
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "call marker slot not written; trying a file")
-            }
-            None => {}
-        }
-        write_file(&self.storage, &marker.case_id, &json)?;
-        Ok(MarkerPlace::File(marker.case_id.clone()))
+        let mut places = self.writer.write_group(std::slice::from_ref(marker));
+        places
+            .pop()
+            .unwrap_or_else(|| Err(std::io::Error::other("no marker written")))
+    }
+
+    /// [`MarkerStore::write`] from async code: the marker joins the next group commit, and the
+    /// answer comes once the group is durable.
+    pub async fn write_async(&self, marker: CallMarker) -> std::io::Result<MarkerPlace> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.group.submit(MarkerJob { marker, reply });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("marker write did not finish")))
     }
 
     /// Clears a marker once its call's case is spooled.
     pub fn clear(&self, place: &MarkerPlace) -> std::io::Result<()> {
+        self.writer.clear(place)
+    }
+}
+
+impl MarkerWriter {
+    /// Writes `markers` durably, the ones that fit into slots with one `fdatasync` for all;
+    /// returns where each went, in order.
+    fn write_group(&self, markers: &[CallMarker]) -> Vec<std::io::Result<MarkerPlace>> {
+        let mut places = Vec::with_capacity(markers.len());
+        let mut jsons = Vec::with_capacity(markers.len());
+        let mut in_slots = Vec::new();
+        for marker in markers {
+            let json = match serde_json::to_vec(marker) {
+                Ok(json) => json,
+                Err(e) => {
+                    places.push(Err(std::io::Error::other(e)));
+                    jsons.push(Vec::new());
+                    continue;
+                }
+            };
+            match self.slots.as_ref().map(|s| s.put(&json)) {
+                Some(Ok(slot)) => {
+                    in_slots.push(places.len());
+                    places.push(Ok(MarkerPlace::Slot(slot)));
+                }
+                Some(Err(SlotError::TooLarge { len })) => {
+                    tracing::warn!(len, "call marker longer than a slot; written as a file");
+                    places.push(self.write_file(marker, &json));
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "call marker slot not written; trying a file");
+                    places.push(self.write_file(marker, &json));
+                }
+                None => places.push(self.write_file(marker, &json)),
+            }
+            jsons.push(json);
+        }
+        let synced = match (&self.slots, in_slots.is_empty()) {
+            (Some(slots), false) => slots.sync(),
+            _ => Ok(()),
+        };
+        if let (Err(e), Some(slots)) = (synced, &self.slots) {
+            tracing::error!(error = %e, markers = in_slots.len(), "call marker slots not synced; trying files");
+            for i in in_slots {
+                if let Some(Ok(MarkerPlace::Slot(slot))) = places.get(i) {
+                    // A slot whose payload may still reach the disk must not stay readable.
+                    let _ = slots.clear(*slot);
+                }
+                places[i] = self.write_file(&markers[i], &jsons[i]);
+            }
+        }
+        places
+    }
+
+    fn write_file(&self, marker: &CallMarker, json: &[u8]) -> std::io::Result<MarkerPlace> {
+        write_file(&self.storage, &marker.case_id, json)?;
+        Ok(MarkerPlace::File(marker.case_id.clone()))
+    }
+
+    fn clear(&self, place: &MarkerPlace) -> std::io::Result<()> {
         match (place, &self.slots) {
             (MarkerPlace::Slot(slot), Some(slots)) => {
                 slots.clear(*slot).map_err(std::io::Error::other)
@@ -149,11 +244,11 @@ pub async fn open(storage: &Path, calls: usize) -> (Arc<MarkerStore>, Vec<Interr
         Ok((store, interrupted)) => (Arc::new(store), interrupted),
         Err(e) => {
             tracing::error!(error = %e, "call markers not opened; markers need free space");
-            let store = MarkerStore {
+            let writer = MarkerWriter {
                 storage: storage.to_path_buf(),
                 slots: None,
             };
-            (Arc::new(store), Vec::new())
+            (Arc::new(MarkerStore::new(writer)), Vec::new())
         }
     }
 }
@@ -416,6 +511,46 @@ mod tests {
         assert!(!marker_dir(&storage).join("x.json.tmp").exists());
         drop(store);
         assert!(MarkerStore::open(&storage, 4).1.is_empty());
+        let _ = std::fs::remove_dir_all(&storage);
+    }
+
+    #[tokio::test]
+    async fn markers_written_together_each_get_a_slot_and_are_found_after_a_restart() {
+        let storage = temp_storage();
+        let (store, _) = MarkerStore::open(&storage, 4);
+        let store = Arc::new(store);
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..12u128 {
+            let store = store.clone();
+            let id = CaseId::new(1_795_706_043_250, n);
+            tasks.spawn(async move {
+                let place = store
+                    .write_async(marker(&id, &format!("{n}@x"), None))
+                    .await;
+                (id, place.expect("written"))
+            });
+        }
+        let mut written = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            written.push(done.expect("task"));
+        }
+        let mut slots: Vec<_> = written
+            .iter()
+            .map(|(_, place)| match place {
+                MarkerPlace::Slot(slot) => *slot,
+                MarkerPlace::File(_) => panic!("{place:?}: a slot was expected"),
+            })
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 12, "one slot each (the file grew past 4)");
+        drop(store);
+        let (_, interrupted) = MarkerStore::open(&storage, 4);
+        let mut found: Vec<_> = interrupted.iter().map(|c| c.case_id.clone()).collect();
+        let mut expected: Vec<_> = written.into_iter().map(|(id, _)| id).collect();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected);
         let _ = std::fs::remove_dir_all(&storage);
     }
 
