@@ -11,7 +11,7 @@ use crate::runtime::media_clock::MediaClock;
 use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpPortPool;
 use crate::runtime::recorder::RecordingWriter;
-use crate::runtime::transport::{self, TransportEvent};
+use crate::runtime::transport::{self, TransportEvent, UdpSenders};
 use crate::sip::header::Transport;
 use crate::sip::uas::{CallHandle, ConnId, Destination, Endpoint, Inbound, Output};
 use bytes::Bytes;
@@ -201,8 +201,10 @@ impl Server {
                 return;
             }
         };
+        let udp_senders = UdpSenders::new(&self.udp);
         let shared = Arc::new(CallShared {
             plans: self.plans,
+            sip_udp: udp_senders.clone(),
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             media,
             cname: format!("ivrd@{bind_ip}"),
@@ -222,7 +224,7 @@ impl Server {
             tasks: tokio::task::JoinSet::new(),
             endpoint: Endpoint::new(self.config.endpoint()),
             ports: RtpPortPool::new(bind_ip, first, last),
-            udp: self.udp,
+            udp: udp_senders,
             tcp_writers: HashMap::new(),
             calls: HashMap::new(),
             local_ips: HashMap::new(),
@@ -243,7 +245,7 @@ struct SipDriver {
     tasks: tokio::task::JoinSet<()>,
     endpoint: Endpoint,
     ports: RtpPortPool,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: UdpSenders,
     tcp_writers: HashMap<ConnId, mpsc::Sender<Bytes>>,
     calls: HashMap<CallHandle, mpsc::Sender<CallEvent>>,
     local_ips: HashMap<IpAddr, IpAddr>,
@@ -378,10 +380,13 @@ impl SipDriver {
                     let (tx, rx) = mpsc::channel(64);
                     let sockets = self.ports.take(info.rtp_port);
                     let shared = self.shared.clone();
-                    let task = call::spawn(call, info, answer, sockets, rx, cmd_tx.clone(), shared);
-                    self.tasks.spawn(async move {
-                        let _ = task.await;
-                    });
+                    let start = call::NewCall {
+                        handle: call,
+                        info,
+                        answer,
+                        sockets,
+                    };
+                    call::spawn(&mut self.tasks, start, rx, cmd_tx.clone(), shared);
                     self.calls.insert(call, tx);
                 }
                 Output::MediaChanged {
@@ -476,17 +481,7 @@ impl SipDriver {
 
     async fn send(&mut self, to: Destination, bytes: Bytes) {
         match to.transport {
-            Transport::Udp => {
-                let socket = self.udp.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == to.addr.is_ipv4())
-                });
-                if let Some(socket) = socket {
-                    if let Err(e) = socket.send_to(&bytes, to.addr).await {
-                        tracing::debug!(error = %e, to = %to.addr, "UDP send failed");
-                    }
-                }
-            }
+            Transport::Udp => self.udp.send(to.addr, &bytes).await,
             Transport::Tcp => {
                 let writer = to.conn.and_then(|c| self.tcp_writers.get(&c));
                 match writer {
