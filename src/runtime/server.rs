@@ -127,6 +127,9 @@ impl Server {
 
     /// Runs until `shutdown` is cancelled and the drain is over.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Before anything is logged: from "SIP listening" on, a SIGHUP must find its handler
+        // rather than end the process (tests and operators reload right after start-up).
+        let hangup = SighupStream::new();
         let (events_tx, events_rx) = mpsc::channel(4096);
         let stop_io = CancellationToken::new();
         for socket in &self.udp {
@@ -230,7 +233,7 @@ impl Server {
             local_ips: HashMap::new(),
             drain: Duration::from_secs(self.config.sip.drain_secs),
         };
-        driver.run(events_rx, shutdown, ready).await;
+        driver.run(events_rx, hangup, shutdown, ready).await;
         stop_cases.cancel();
         let _ = case_retry.await;
         stop_io.cancel();
@@ -256,11 +259,11 @@ impl SipDriver {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<TransportEvent>,
+        mut hangup: SighupStream,
         shutdown: CancellationToken,
         ready: Readiness,
     ) {
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<CallCommand>(1024);
-        let mut hangup = SighupStream::new();
         let mut drain_deadline: Option<Instant> = None;
         let mut hung_up_all = false;
         loop {
