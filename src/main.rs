@@ -305,11 +305,13 @@ fn run(path: Option<PathBuf>, print_config: bool) -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // The blocking pool does disk work (markers, the case spool, recordings' ends). When
-        // the disk stalls, tokio's default (up to 512 threads) starts a thread per waiting job;
-        // they then stay, each with its stack and malloc arena: a one-hour soak gained 130
-        // threads and 44 MB in one build's I/O burst. More threads do not make a stalled disk
-        // faster, so the jobs wait in the queue instead.
+        // The blocking pool does the disk work that has no thread of its own (delivery
+        // bookkeeping, start-up repair, plan reloads; call markers and the case spool have their
+        // group commit threads, recordings their writer and finisher). When the disk stalls,
+        // tokio's default (up to 512 threads) starts a thread per waiting job; they then stay,
+        // each with its stack and malloc arena: a one-hour soak gained 130 threads and 44 MB in
+        // one build's I/O burst. More threads do not make a stalled disk faster, so the jobs
+        // wait in the queue instead.
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {

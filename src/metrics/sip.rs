@@ -139,11 +139,15 @@ impl Metrics {
             d(|c| c.source_limited_invite_rate),
             d(|c| c.source_limited_requests),
         ];
+        // The SIP driver calls this after every event; a label lookup (hash, lock) only where
+        // a count grew.
         for (limit, n) in SOURCE_LIMITS.into_iter().zip(limited) {
-            self.sip
-                .source_limited
-                .with_label_values(&[limit])
-                .inc_by(n);
+            if n > 0 {
+                self.sip
+                    .source_limited
+                    .with_label_values(&[limit])
+                    .inc_by(n);
+            }
         }
         self.sip
             .retransmissions
@@ -158,7 +162,7 @@ impl Metrics {
             (RejectReason::Overload, d(|c| c.overload_rejected)),
             (RejectReason::Codec, d(|c| c.codec_rejected)),
         ];
-        for (reason, n) in rejected {
+        for (reason, n) in rejected.into_iter().filter(|&(_, n)| n > 0) {
             self.calls.rejected_by(reason, n);
         }
         for ((label, n), (_, before)) in now.requests.iter().zip(last.requests.iter()) {

@@ -22,6 +22,8 @@ use crate::runtime::ports::RtpSockets;
 use crate::runtime::recorder::{
     CallRecorder, MessageRecorder, RecordingDate, RecordingName, RecordingWriter,
 };
+use crate::runtime::transport::UdpSenders;
+use crate::sip::header::Transport;
 use crate::sip::sdp::{Direction, NegotiatedAudio};
 use crate::sip::uas::{
     CallHandle, CallInfo, EndReason, TransferOutcome, TransferRequest, Transmission,
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// What the SIP driver tells a call task.
@@ -62,7 +65,8 @@ pub enum CallCommand {
         call: CallHandle,
         request: TransferRequest,
     },
-    /// Send the call's 200 now: its crash marker is durable (or could not be written).
+    /// Send the call's 200 over its TCP connection (a call sends a UDP 200 itself) now: its crash
+    /// marker is durable (or could not be written).
     SendAnswer(Transmission),
 }
 
@@ -81,30 +85,48 @@ pub struct CallShared {
     pub host: String,
     /// The markers that turn a crash during a call into an abandoned case.
     pub markers: Arc<MarkerStore>,
+    /// The SIP UDP sockets, for the calls' 200s.
+    pub sip_udp: UdpSenders,
 }
 
 /// Bytes of one packet we send: RTP header plus one 20 ms G.711 frame.
 const RTP_PACKET_BYTES: u64 = (crate::media::rtp::RTP_HEADER_LEN + FRAME_SAMPLES) as u64;
 
-/// Starts the task of an answered call.
-/// Starts a call's task. `answer` is the call's 200, which the task hands back to the SIP
-/// driver to send once the call's crash marker is written.
+/// A call the SIP endpoint answered, for its task.
+pub struct NewCall {
+    pub handle: CallHandle,
+    pub info: CallInfo,
+    /// The call's 200, sent by the task once the call's crash marker is written.
+    pub answer: Option<Transmission>,
+    pub sockets: Option<RtpSockets>,
+}
+
+/// Starts a call's task in `tasks` (the SIP driver's set, awaited at shutdown).
 pub fn spawn(
-    handle: CallHandle,
-    info: CallInfo,
-    answer: Option<Transmission>,
-    sockets: Option<RtpSockets>,
+    tasks: &mut JoinSet<()>,
+    call: NewCall,
     events: mpsc::Receiver<CallEvent>,
     commands: mpsc::Sender<CallCommand>,
     shared: Arc<CallShared>,
-) -> tokio::task::JoinHandle<()> {
-    let span = tracing::info_span!("call", call_id = %info.call_id);
-    tokio::spawn(run(handle, info, answer, sockets, events, commands, shared).instrument(span))
+) {
+    let span = tracing::info_span!("call", call_id = %call.info.call_id);
+    tasks.spawn(run(call, events, commands, shared).instrument(span));
 }
 
-/// Has the SIP driver send the call's 200 (once).
-async fn send_answer(commands: &mpsc::Sender<CallCommand>, answer: &mut Option<Transmission>) {
-    if let Some(answer) = answer.take() {
+/// Sends the call's 200 (once): over UDP from this task, over TCP through the SIP driver, which
+/// owns the connections.
+async fn send_answer(
+    shared: &CallShared,
+    commands: &mpsc::Sender<CallCommand>,
+    answer: &mut Option<Transmission>,
+) {
+    let Some(answer) = answer.take() else {
+        return;
+    };
+    if answer.to.transport == Transport::Udp {
+        // One hand-over to the SIP driver fewer per call.
+        shared.sip_udp.send(answer.to.addr, &answer.bytes).await;
+    } else {
         // The driver gone means the daemon is stopping; the call ends with it.
         let _ = commands.send(CallCommand::SendAnswer(answer)).await;
     }
@@ -160,20 +182,23 @@ struct CallTask {
 }
 
 async fn run(
-    handle: CallHandle,
-    info: CallInfo,
-    mut answer: Option<Transmission>,
-    sockets: Option<RtpSockets>,
+    call: NewCall,
     mut events: mpsc::Receiver<CallEvent>,
     commands: mpsc::Sender<CallCommand>,
     shared: Arc<CallShared>,
 ) {
+    let NewCall {
+        handle,
+        info,
+        mut answer,
+        sockets,
+    } = call;
     let params = session_params(info.audio.as_ref(), info.our_direction, &shared);
     let now = Instant::now();
     let (Some(sockets), Ok(session)) = (sockets, MediaSession::new(now, params, rand::random()))
     else {
         tracing::error!(rtp_port = info.rtp_port, "media unavailable; hanging up");
-        send_answer(&commands, &mut answer).await;
+        send_answer(&shared, &commands, &mut answer).await;
         hang_up_unavailable(&commands, handle).await;
         return;
     };
@@ -195,7 +220,7 @@ async fn run(
     });
     // The caller hears the call answered only once a crash from now on leaves a case.
     let marker = write_marker(&shared, &info, &case_id, now, date, recording).await;
-    send_answer(&commands, &mut answer).await;
+    send_answer(&shared, &commands, &mut answer).await;
     // The call is answered now, not when the task began: the marker's fsync may have taken a
     // while, and the IVR's clock and the recording start from here.
     let now = Instant::now();
@@ -308,10 +333,9 @@ async fn write_marker(
         }),
         host: shared.host.clone(),
     };
-    let markers = shared.markers.clone();
-    match tokio::task::spawn_blocking(move || markers.write(&marker)).await {
-        Ok(Ok(place)) => Some(place),
-        _ => {
+    match shared.markers.write_async(marker).await {
+        Ok(place) => Some(place),
+        Err(_) => {
             tracing::error!(
                 "call marker not written; a crash during this call would leave no case"
             );

@@ -12,6 +12,7 @@
 use crate::case::skeleton::{Hangup, RecordingRef};
 use crate::case::{CallFacts, CaseId, CaseSkeleton};
 use crate::runtime::case_writer::CaseSpool;
+use crate::runtime::group_commit::GroupCommit;
 use crate::runtime::marker_slots::{Leftover, SlotError, SlotFile};
 use crate::runtime::recorder::STEREO_FORMAT;
 use serde::{Deserialize, Serialize};
@@ -58,12 +59,32 @@ pub struct Interrupted {
     pub place: MarkerPlace,
 }
 
-/// The markers of calls in progress. Every method is blocking IO.
-#[derive(Debug)]
+/// The markers of calls in progress. Every method but [`MarkerStore::write_async`] is
+/// blocking IO.
 pub struct MarkerStore {
+    writer: Arc<MarkerWriter>,
+    /// Markers of calls being answered, written in groups (one `fdatasync` per group).
+    group: GroupCommit<MarkerJob>,
+}
+
+/// What writes and clears markers; shared with the group commit thread.
+#[derive(Debug)]
+struct MarkerWriter {
     storage: PathBuf,
     /// `None` when the slot file could not be opened; markers then go to files.
     slots: Option<SlotFile>,
+}
+
+/// A marker waiting for its group's `fdatasync`.
+struct MarkerJob {
+    marker: CallMarker,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<MarkerPlace>>,
+}
+
+impl std::fmt::Debug for MarkerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.writer.fmt(f)
+    }
 }
 
 impl MarkerStore {
@@ -104,34 +125,108 @@ impl MarkerStore {
             }
         }
         interrupted.extend(recover_files(storage));
-        (
-            MarkerStore {
-                storage: storage.to_path_buf(),
-                slots,
-            },
-            interrupted,
-        )
+        let writer = MarkerWriter {
+            storage: storage.to_path_buf(),
+            slots,
+        };
+        (MarkerStore::new(writer), interrupted)
+    }
+
+    fn new(writer: MarkerWriter) -> MarkerStore {
+        let writer = Arc::new(writer);
+        let committer = writer.clone();
+        let group = GroupCommit::new("ivrd-markers", move |jobs: Vec<MarkerJob>| {
+            let (markers, replies): (Vec<_>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.marker, j.reply)).unzip();
+            let places = committer.write_group(&markers);
+            for (reply, place) in replies.into_iter().zip(places) {
+                // A caller that went away (its call ended) has nothing to be told.
+                let _ = reply.send(place);
+            }
+        });
+        MarkerStore { writer, group }
     }
 
     /// Writes the marker durably: into a slot, or a file of its own if it does not fit one.
     pub fn write(&self, marker: &CallMarker) -> std::io::Result<MarkerPlace> {
-        let json = serde_json::to_vec(marker).map_err(std::io::Error::other)?;
-        match self.slots.as_ref().map(|s| s.write(&json)) {
-            Some(Ok(slot)) => return Ok(MarkerPlace::Slot(slot)),
-            Some(Err(SlotError::TooLarge { len })) => {
-                tracing::warn!(len, "call marker longer than a slot; written as a file");
-            }
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "call marker slot not written; trying a file")
-            }
-            None => {}
-        }
-        write_file(&self.storage, &marker.case_id, &json)?;
-        Ok(MarkerPlace::File(marker.case_id.clone()))
+        let mut places = self.writer.write_group(std::slice::from_ref(marker));
+        places
+            .pop()
+            .unwrap_or_else(|| Err(std::io::Error::other("no marker written")))
+    }
+
+    /// [`MarkerStore::write`] from async code: the marker joins the next group commit, and the
+    /// answer comes once the group is durable.
+    pub async fn write_async(&self, marker: CallMarker) -> std::io::Result<MarkerPlace> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.group.submit(MarkerJob { marker, reply });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("marker write did not finish")))
     }
 
     /// Clears a marker once its call's case is spooled.
     pub fn clear(&self, place: &MarkerPlace) -> std::io::Result<()> {
+        self.writer.clear(place)
+    }
+}
+
+impl MarkerWriter {
+    /// Writes `markers` durably, the ones that fit into slots with one `fdatasync` for all;
+    /// returns where each went, in order.
+    fn write_group(&self, markers: &[CallMarker]) -> Vec<std::io::Result<MarkerPlace>> {
+        let mut places = Vec::with_capacity(markers.len());
+        let mut jsons = Vec::with_capacity(markers.len());
+        let mut in_slots = Vec::new();
+        for marker in markers {
+            let json = match serde_json::to_vec(marker) {
+                Ok(json) => json,
+                Err(e) => {
+                    places.push(Err(std::io::Error::other(e)));
+                    jsons.push(Vec::new());
+                    continue;
+                }
+            };
+            match self.slots.as_ref().map(|s| s.put(&json)) {
+                Some(Ok(slot)) => {
+                    in_slots.push(places.len());
+                    places.push(Ok(MarkerPlace::Slot(slot)));
+                }
+                Some(Err(SlotError::TooLarge { len })) => {
+                    tracing::warn!(len, "call marker longer than a slot; written as a file");
+                    places.push(self.write_file(marker, &json));
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "call marker slot not written; trying a file");
+                    places.push(self.write_file(marker, &json));
+                }
+                None => places.push(self.write_file(marker, &json)),
+            }
+            jsons.push(json);
+        }
+        let synced = match (&self.slots, in_slots.is_empty()) {
+            (Some(slots), false) => slots.sync(),
+            _ => Ok(()),
+        };
+        if let (Err(e), Some(slots)) = (synced, &self.slots) {
+            tracing::error!(error = %e, markers = in_slots.len(), "call marker slots not synced; trying files");
+            for i in in_slots {
+                if let Some(Ok(MarkerPlace::Slot(slot))) = places.get(i) {
+                    // A slot whose payload may still reach the disk must not stay readable.
+                    let _ = slots.clear(*slot);
+                }
+                places[i] = self.write_file(&markers[i], &jsons[i]);
+            }
+        }
+        places
+    }
+
+    fn write_file(&self, marker: &CallMarker, json: &[u8]) -> std::io::Result<MarkerPlace> {
+        write_file(&self.storage, &marker.case_id, json)?;
+        Ok(MarkerPlace::File(marker.case_id.clone()))
+    }
+
+    fn clear(&self, place: &MarkerPlace) -> std::io::Result<()> {
         match (place, &self.slots) {
             (MarkerPlace::Slot(slot), Some(slots)) => {
                 slots.clear(*slot).map_err(std::io::Error::other)
@@ -149,11 +244,11 @@ pub async fn open(storage: &Path, calls: usize) -> (Arc<MarkerStore>, Vec<Interr
         Ok((store, interrupted)) => (Arc::new(store), interrupted),
         Err(e) => {
             tracing::error!(error = %e, "call markers not opened; markers need free space");
-            let store = MarkerStore {
+            let writer = MarkerWriter {
                 storage: storage.to_path_buf(),
                 slots: None,
             };
-            (Arc::new(store), Vec::new())
+            (Arc::new(MarkerStore::new(writer)), Vec::new())
         }
     }
 }
@@ -307,159 +402,5 @@ fn recording_ref(storage: &Path, relative: &str) -> Option<RecordingRef> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_storage() -> PathBuf {
-        let storage = std::env::temp_dir().join(format!(
-            "ivrd-marker-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&storage).expect("mkdir");
-        storage
-    }
-
-    fn marker(id: &CaseId, call_id: &str, recording: Option<&str>) -> CallMarker {
-        CallMarker {
-            case_id: id.to_string(),
-            call_id: call_id.into(),
-            caller: "sip:+8613800000000@t".into(),
-            called: "sip:12345@i".into(),
-            trunk: "127.0.0.1".into(),
-            received_unix_ms: 1_795_706_043_000,
-            answered_unix_ms: 1_795_706_043_250,
-            recording: recording.map(str::to_string),
-            host: "test".into(),
-        }
-    }
-
-    #[test]
-    fn a_leftover_marker_becomes_an_abandoned_case_with_its_recording() {
-        let storage = temp_storage();
-        let rel = "recordings/2026/11/26/x.wav";
-        std::fs::create_dir_all(storage.join("recordings/2026/11/26")).expect("mkdir");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: 8000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(storage.join(rel), spec).expect("wav");
-        for _ in 0..(8000 * 2 * 3) {
-            w.write_sample(0i16).expect("sample");
-        }
-        w.finalize().expect("finalize");
-        let id = CaseId::new(1_795_706_043_250, 7);
-        let (store, none) = MarkerStore::open(&storage, 4);
-        assert!(none.is_empty());
-        let place = store.write(&marker(&id, "c@x", Some(rel))).expect("write");
-        assert!(matches!(place, MarkerPlace::Slot(_)), "{place:?}");
-        drop(store);
-        let (store, interrupted) = MarkerStore::open(&storage, 4);
-        assert_eq!(interrupted.len(), 1);
-        let call = &interrupted[0];
-        assert_eq!((&call.case_id, &call.place), (&id, &place));
-        let case = &call.case;
-        assert_eq!(
-            (case.outcome.as_str(), case.hangup.reason.as_str()),
-            ("abandoned", "ivrd_restart")
-        );
-        assert_eq!(case.recordings.len(), 1);
-        assert_eq!(case.recordings[0].duration_ms, 3000);
-        let file = std::fs::read(storage.join(rel)).expect("read");
-        let digest: String = Sha256::digest(&file)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(case.recordings[0].sha256, digest);
-        store.clear(&place).expect("clear");
-        drop(store);
-        let (store, interrupted) = MarkerStore::open(&storage, 4);
-        assert!(interrupted.is_empty(), "a cleared marker is gone");
-        store.clear(&place).expect("clearing twice is fine");
-        let _ = std::fs::remove_dir_all(&storage);
-    }
-
-    #[test]
-    fn marker_files_of_older_versions_and_oversize_markers_are_recovered_and_cleared() {
-        let storage = temp_storage();
-        let old = CaseId::new(1_795_706_043_250, 1);
-        std::fs::create_dir_all(marker_dir(&storage)).expect("mkdir");
-        let json = serde_json::to_vec(&marker(&old, "old@x", None)).expect("json");
-        std::fs::write(marker_path(&storage, &old.to_string()), json).expect("old marker");
-        std::fs::write(marker_dir(&storage).join("x.json.tmp"), b"{").expect("a torn temp file");
-        let (store, interrupted) = MarkerStore::open(&storage, 4);
-        assert_eq!(interrupted.len(), 1);
-        assert_eq!(interrupted[0].case.call_id, "old@x");
-        assert_eq!(
-            interrupted[0].place,
-            MarkerPlace::File(old.to_string()),
-            "the upgrade path: an older version's marker"
-        );
-        store.clear(&interrupted[0].place).expect("clear");
-        let big = CaseId::new(1_795_706_043_250, 2);
-        let long_call_id = format!("{}@x", "c".repeat(2000));
-        let place = store
-            .write(&marker(&big, &long_call_id, None))
-            .expect("write");
-        assert_eq!(
-            place,
-            MarkerPlace::File(big.to_string()),
-            "too long for a slot"
-        );
-        drop(store);
-        let (store, interrupted) = MarkerStore::open(&storage, 4);
-        assert_eq!(interrupted.len(), 1);
-        assert_eq!(interrupted[0].case.call_id, long_call_id);
-        store.clear(&interrupted[0].place).expect("clear");
-        assert!(!marker_dir(&storage).join("x.json.tmp").exists());
-        drop(store);
-        assert!(MarkerStore::open(&storage, 4).1.is_empty());
-        let _ = std::fs::remove_dir_all(&storage);
-    }
-
-    #[tokio::test]
-    async fn a_call_whose_case_is_already_spooled_gets_no_second_case() {
-        let storage = temp_storage();
-        let outbox = crate::runtime::outbox::Outbox::open(&storage).expect("outbox");
-        let cases = CaseSpool::new(&storage, Some(outbox.clone()));
-        let (spooled, fresh) = (
-            CaseId::new(1_795_706_043_250, 3),
-            CaseId::new(1_795_706_043_250, 4),
-        );
-        let (store, _) = MarkerStore::open(&storage, 4);
-        for id in [&spooled, &fresh] {
-            store
-                .write(&marker(id, &format!("{id}@x"), None))
-                .expect("write");
-        }
-        // A crash after the call's own case was spooled, before its marker was cleared.
-        outbox
-            .enqueue(&spooled, b"{\"own\":true}")
-            .expect("enqueue");
-        drop(store);
-        let (store, interrupted) = MarkerStore::open(&storage, 4);
-        assert_eq!(interrupted.len(), 2);
-        let store = Arc::new(store);
-        spool_interrupted(&store, interrupted, &cases).await;
-        let pending: Vec<CaseId> = outbox
-            .pending_entries()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(pending.len(), 2, "{pending:?}");
-        let own = std::fs::read(outbox.pending_dir().join(format!("{spooled}.json"))).expect("own");
-        assert_eq!(
-            own, b"{\"own\":true}",
-            "the call's own case is kept, not replaced"
-        );
-        assert_eq!(cases.held(), 0, "nothing held in memory as a duplicate");
-        drop(store);
-        assert!(
-            MarkerStore::open(&storage, 4).1.is_empty(),
-            "both markers cleared"
-        );
-        let _ = std::fs::remove_dir_all(&storage);
-    }
-}
+#[path = "call_marker_tests.rs"]
+mod tests;

@@ -79,9 +79,25 @@ struct Held {
     marker: Marker,
 }
 
-async fn clear(marker: Marker) {
-    if let Some((store, place)) = marker {
-        let _ = tokio::task::spawn_blocking(move || store.clear(&place)).await;
+/// Enqueues a case; once it is durable the spool thread clears the call's marker in the same
+/// hand-over, before this returns (so a call task that ends has its marker gone).
+async fn enqueue_clearing(
+    outbox: &Outbox,
+    case_id: &CaseId,
+    json: &[u8],
+    marker: &Marker,
+) -> Result<(), crate::runtime::outbox::OutboxError> {
+    let (id, json) = (case_id.clone(), json.to_vec());
+    match marker.clone() {
+        Some((store, place)) => {
+            let clear = move || {
+                if let Err(e) = store.clear(&place) {
+                    tracing::warn!(error = %e, "call marker not cleared; a restart will find it again");
+                }
+            };
+            outbox.enqueue_async_then(id, json, clear).await
+        }
+        None => outbox.enqueue_async(id, json).await,
     }
 }
 
@@ -136,8 +152,7 @@ impl CaseSpool {
             }
         };
         let result = match self.outbox() {
-            Some(outbox) => outbox
-                .enqueue_async(case_id.clone(), json.clone())
+            Some(outbox) => enqueue_clearing(&outbox, &case_id, &json, &marker)
                 .await
                 .map_err(|e| e.to_string()),
             None => Err("outbox unavailable".to_string()),
@@ -145,7 +160,6 @@ impl CaseSpool {
         match result {
             Ok(()) => {
                 tracing::info!(case_id = %case_id, outcome = %case.outcome, "case spooled");
-                clear(marker).await;
                 true
             }
             Err(error) => {
@@ -188,15 +202,13 @@ impl CaseSpool {
         let mut still = Vec::new();
         for case in batch {
             let ok = match &outbox {
-                Some(o) => o
-                    .enqueue_async(case.case_id.clone(), case.json.clone())
+                Some(o) => enqueue_clearing(o, &case.case_id, &case.json, &case.marker)
                     .await
                     .is_ok(),
                 None => false,
             };
             if ok {
                 tracing::info!(case_id = %case.case_id, "held case spooled after the disk recovered");
-                clear(case.marker).await;
             } else {
                 still.push(case);
             }

@@ -129,6 +129,18 @@ impl SlotFile {
     /// Writes `payload` to a free slot and makes it durable (`fdatasync`); returns the slot.
     /// Grows the file when every slot is taken.
     pub fn write(&self, payload: &[u8]) -> Result<usize, SlotError> {
+        let slot = self.put(payload)?;
+        if let Err(e) = self.sync() {
+            let _ = self.clear(slot);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Writes `payload` to a free slot without making it durable; returns the slot. Several
+    /// puts followed by one [`SlotFile::sync`] are a group commit: none of them may be relied
+    /// on before that sync returned. Grows the file when every slot is taken.
+    pub fn put(&self, payload: &[u8]) -> Result<usize, SlotError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SlotError::TooLarge { len: payload.len() });
         }
@@ -142,18 +154,20 @@ impl SlotFile {
                 .pop()
                 .ok_or_else(|| self.io(std::io::Error::other("no free slot after growing")))?
         };
-        let mut bytes = vec![0u8; SLOT_BYTES];
+        let mut bytes = [0u8; SLOT_BYTES];
         encode(payload, &mut bytes);
-        let written = self
-            .file
-            .write_all_at(&bytes, offset(slot))
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = self.file.write_all_at(&bytes, offset(slot)) {
             // The slot may hold part of the payload; a bad checksum keeps it from being read.
             self.lock().free.push(slot);
             return Err(self.io(e));
         }
         Ok(slot)
+    }
+
+    /// Makes every slot written so far durable (`fdatasync`). After a failure the caller frees
+    /// the slots of its group with [`SlotFile::clear`]: their payloads may or may not be on disk.
+    pub fn sync(&self) -> Result<(), SlotError> {
+        self.file.sync_data().map_err(|e| self.io(e))
     }
 
     /// Frees `slot` by zeroing its header. Not synced: a process kill keeps the page cache, and

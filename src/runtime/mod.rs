@@ -5,6 +5,7 @@ pub mod call_marker;
 pub mod case_writer;
 pub mod delivery;
 pub mod fd_limit;
+pub(crate) mod group_commit;
 pub mod http;
 pub mod marker_slots;
 pub mod media_call;

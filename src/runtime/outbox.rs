@@ -21,6 +21,7 @@
 //! move dead letters back and read counts, and the daemon picks such files up with [`Outbox::rescan`].
 
 use crate::case::CaseId;
+use crate::runtime::group_commit::GroupCommit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, broadcast};
+
+#[path = "outbox_enqueue.rs"]
+mod enqueue;
 
 const CASE_SUFFIX: &str = ".json";
 const META_SUFFIX: &str = ".meta.json";
@@ -139,6 +143,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
+    /// Cases enqueued from async code, written in groups (see `outbox_enqueue.rs`).
+    group: Arc<GroupCommit<enqueue::EnqueueJob>>,
 }
 
 impl Outbox {
@@ -170,48 +176,22 @@ impl Outbox {
             "outbox opened"
         );
         let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            pending_dir,
+            dead_dir,
+            state: Mutex::new(state),
+            notify: Notify::new(),
+            events,
+        });
         Ok(Outbox {
-            inner: Arc::new(Inner {
-                pending_dir,
-                dead_dir,
-                state: Mutex::new(state),
-                notify: Notify::new(),
-                events,
-            }),
+            group: Arc::new(enqueue::group_commit(inner.clone())),
+            inner,
         })
     }
 
     /// The directory where pending cases are spooled (for logs and file-based integrations).
     pub fn pending_dir(&self) -> &Path {
         &self.inner.pending_dir
-    }
-
-    /// Durably spools one case: validates that `json` is JSON, writes `pending/<id>.json.tmp`, fsyncs
-    /// it, renames it to `pending/<id>.json` and fsyncs the directory, then wakes the worker. Blocks
-    /// on disk I/O: async callers use [`Outbox::enqueue_async`].
-    pub fn enqueue(&self, case_id: &CaseId, json: &[u8]) -> Result<(), OutboxError> {
-        if let Err(source) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
-            return Err(OutboxError::NotJson {
-                case_id: case_id.clone(),
-                source,
-            });
-        }
-        if self.lock().contains_key(case_id) {
-            return Err(OutboxError::Duplicate {
-                case_id: case_id.clone(),
-            });
-        }
-        let name = format!("{case_id}{CASE_SUFFIX}");
-        write_durable(&self.inner.pending_dir, &name, json)?;
-        self.lock().entry(case_id.clone()).or_insert(Entry {
-            meta: DeliveryMeta::fresh(unix_ms(SystemTime::now())),
-            in_flight: false,
-        });
-        self.emit(OutboxEvent::Enqueued {
-            case_id: case_id.clone(),
-        });
-        self.inner.notify.notify_one();
-        Ok(())
     }
 
     /// Whether `case_id` is pending or a dead letter (a delivered case is no longer known).
@@ -222,15 +202,6 @@ impl Outbox {
                 .dead_dir
                 .join(format!("{case_id}{CASE_SUFFIX}"))
                 .exists()
-    }
-
-    /// [`Outbox::enqueue`] on tokio's blocking pool, for call tasks.
-    pub async fn enqueue_async(&self, case_id: CaseId, json: Vec<u8>) -> Result<(), OutboxError> {
-        let outbox = self.clone();
-        let id = case_id.clone();
-        tokio::task::spawn_blocking(move || outbox.enqueue(&id, &json))
-            .await
-            .map_err(|_| OutboxError::EnqueueTask { case_id })?
     }
 
     /// Pending and dead counts as this process sees them (dead letters are counted on disk).
@@ -412,9 +383,14 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<CaseId, Entry>> {
+        self.inner.lock()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<CaseId, Entry>> {
         // A panic while holding the lock leaves the index as consistent as the disk is; keep going.
-        self.inner
-            .state
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

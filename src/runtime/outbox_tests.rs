@@ -204,3 +204,97 @@ fn status_of_a_missing_spool_is_empty() {
         "pending: 0\ndead: 0\noldest pending: -\n"
     );
 }
+
+#[test]
+fn a_group_spools_each_good_case_and_refuses_only_the_bad_ones() {
+    let tmp = TempDir::new("group");
+    let outbox = Outbox::open(&tmp.0).unwrap();
+    outbox.enqueue(&id(1), b"{}").unwrap();
+    let (one, two, three) = (id(1), id(2), id(3));
+    let cases: [(&CaseId, &[u8]); 4] = [
+        (&two, b"{\"a\":2}"),
+        (&one, b"{}"),
+        (&three, b"{\"truncated\":"),
+        (&two, b"{}"),
+    ];
+    let results = enqueue::enqueue_group(&outbox.inner, &cases);
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(results[1], Err(OutboxError::Duplicate { .. })),
+        "already spooled"
+    );
+    assert!(matches!(results[2], Err(OutboxError::NotJson { .. })));
+    assert!(
+        matches!(results[3], Err(OutboxError::Duplicate { .. })),
+        "twice in one group"
+    );
+    assert_eq!(
+        names(outbox.pending_dir()),
+        [format!("{one}.json"), format!("{two}.json")],
+        "no temp file left"
+    );
+    let body = fs::read(outbox.pending_dir().join(format!("{two}.json"))).unwrap();
+    assert_eq!(body, b"{\"a\":2}", "the first copy is the one kept");
+    let pending: Vec<CaseId> = outbox
+        .pending_entries()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(pending, [one, two], "indexed for delivery");
+}
+
+#[tokio::test]
+async fn cases_enqueued_together_are_all_spooled_and_announced() {
+    let tmp = TempDir::new("together");
+    let outbox = Outbox::open(&tmp.0).unwrap();
+    let mut events = outbox.subscribe();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=20 {
+        let outbox = outbox.clone();
+        tasks.spawn(async move { outbox.enqueue_async(id(n), b"{}".to_vec()).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(outbox.pending_entries().len(), 20);
+    assert_eq!(names(outbox.pending_dir()).len(), 20);
+    let mut announced = 0;
+    while let Ok(OutboxEvent::Enqueued { .. }) = events.try_recv() {
+        announced += 1;
+    }
+    assert_eq!(announced, 20);
+    drop(outbox);
+    let reopened = Outbox::open(&tmp.0).unwrap();
+    assert_eq!(
+        reopened.pending_entries().len(),
+        20,
+        "durable across a reopen"
+    );
+}
+
+#[tokio::test]
+async fn the_follow_up_of_an_enqueue_runs_once_the_case_is_on_disk_and_never_after_a_refusal() {
+    let tmp = TempDir::new("then");
+    let outbox = Outbox::open(&tmp.0).unwrap();
+    let path = outbox.pending_dir().join(format!("{}.json", id(1)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seen = tx.clone();
+    outbox
+        .enqueue_async_then(id(1), b"{}".to_vec(), move || {
+            let _ = seen.send(path.exists());
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rx.try_recv(),
+        Ok(true),
+        "ran before the answer, case on disk"
+    );
+    let refused = outbox
+        .enqueue_async_then(id(1), b"{}".to_vec(), move || {
+            let _ = tx.send(true);
+        })
+        .await;
+    assert!(matches!(refused, Err(OutboxError::Duplicate { .. })));
+    assert!(rx.try_recv().is_err(), "no follow-up for a refused case");
+}

@@ -11,7 +11,7 @@ use crate::runtime::media_clock::MediaClock;
 use crate::runtime::outbox::Outbox;
 use crate::runtime::ports::RtpPortPool;
 use crate::runtime::recorder::RecordingWriter;
-use crate::runtime::transport::{self, TransportEvent};
+use crate::runtime::transport::{self, TransportEvent, UdpSenders};
 use crate::sip::header::Transport;
 use crate::sip::uas::{CallHandle, ConnId, Destination, Endpoint, Inbound, Output};
 use bytes::Bytes;
@@ -127,6 +127,9 @@ impl Server {
 
     /// Runs until `shutdown` is cancelled and the drain is over.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Before anything is logged: from "SIP listening" on, a SIGHUP must find its handler
+        // rather than end the process (tests and operators reload right after start-up).
+        let hangup = SighupStream::new();
         let (events_tx, events_rx) = mpsc::channel(4096);
         let stop_io = CancellationToken::new();
         for socket in &self.udp {
@@ -201,8 +204,10 @@ impl Server {
                 return;
             }
         };
+        let udp_senders = UdpSenders::new(&self.udp);
         let shared = Arc::new(CallShared {
             plans: self.plans,
+            sip_udp: udp_senders.clone(),
             media_timeout: Duration::from_secs(self.config.media.media_timeout_secs),
             media,
             cname: format!("ivrd@{bind_ip}"),
@@ -222,13 +227,19 @@ impl Server {
             tasks: tokio::task::JoinSet::new(),
             endpoint: Endpoint::new(self.config.endpoint()),
             ports: RtpPortPool::new(bind_ip, first, last),
-            udp: self.udp,
+            udp: udp_senders,
             tcp_writers: HashMap::new(),
             calls: HashMap::new(),
             local_ips: HashMap::new(),
             drain: Duration::from_secs(self.config.sip.drain_secs),
         };
-        driver.run(events_rx, shutdown, ready).await;
+        // On a worker thread rather than on the caller's (often `block_on`'s) own thread: the
+        // transports and call tasks that wake the driver run on the workers, and a wake within
+        // the runtime costs less than waking a thread of its own for every SIP message.
+        let driving = tokio::spawn(driver.run(events_rx, hangup, shutdown, ready));
+        if let Err(e) = driving.await {
+            tracing::error!(error = %e, "SIP driver failed");
+        }
         stop_cases.cancel();
         let _ = case_retry.await;
         stop_io.cancel();
@@ -243,7 +254,7 @@ struct SipDriver {
     tasks: tokio::task::JoinSet<()>,
     endpoint: Endpoint,
     ports: RtpPortPool,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: UdpSenders,
     tcp_writers: HashMap<ConnId, mpsc::Sender<Bytes>>,
     calls: HashMap<CallHandle, mpsc::Sender<CallEvent>>,
     local_ips: HashMap<IpAddr, IpAddr>,
@@ -254,11 +265,11 @@ impl SipDriver {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<TransportEvent>,
+        mut hangup: SighupStream,
         shutdown: CancellationToken,
         ready: Readiness,
     ) {
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<CallCommand>(1024);
-        let mut hangup = SighupStream::new();
         let mut drain_deadline: Option<Instant> = None;
         let mut hung_up_all = false;
         loop {
@@ -378,10 +389,13 @@ impl SipDriver {
                     let (tx, rx) = mpsc::channel(64);
                     let sockets = self.ports.take(info.rtp_port);
                     let shared = self.shared.clone();
-                    let task = call::spawn(call, info, answer, sockets, rx, cmd_tx.clone(), shared);
-                    self.tasks.spawn(async move {
-                        let _ = task.await;
-                    });
+                    let start = call::NewCall {
+                        handle: call,
+                        info,
+                        answer,
+                        sockets,
+                    };
+                    call::spawn(&mut self.tasks, start, rx, cmd_tx.clone(), shared);
                     self.calls.insert(call, tx);
                 }
                 Output::MediaChanged {
@@ -476,17 +490,7 @@ impl SipDriver {
 
     async fn send(&mut self, to: Destination, bytes: Bytes) {
         match to.transport {
-            Transport::Udp => {
-                let socket = self.udp.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == to.addr.is_ipv4())
-                });
-                if let Some(socket) = socket {
-                    if let Err(e) = socket.send_to(&bytes, to.addr).await {
-                        tracing::debug!(error = %e, to = %to.addr, "UDP send failed");
-                    }
-                }
-            }
+            Transport::Udp => self.udp.send(to.addr, &bytes).await,
             Transport::Tcp => {
                 let writer = to.conn.and_then(|c| self.tcp_writers.get(&c));
                 match writer {

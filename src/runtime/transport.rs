@@ -36,6 +36,33 @@ pub enum TransportEvent {
     Unframeable { source: SocketAddr },
 }
 
+/// The SIP UDP sockets, shared by the SIP driver and the call tasks (a call sends its own 200).
+/// Each socket's local address is read once, so picking the socket for a peer costs no syscall.
+#[derive(Clone, Default)]
+pub struct UdpSenders(Arc<[(Arc<UdpSocket>, SocketAddr)]>);
+
+impl UdpSenders {
+    /// The bound sockets; one whose address cannot be read is left out (it could not send).
+    pub fn new(sockets: &[Arc<UdpSocket>]) -> UdpSenders {
+        let bound: Vec<_> = sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok().map(|a| (s.clone(), a)))
+            .collect();
+        UdpSenders(bound.into())
+    }
+
+    /// Sends one datagram to `to` from the first socket of its address family. A failure is
+    /// logged only: SIP over UDP recovers by retransmission.
+    pub async fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        let socket = self.0.iter().find(|(_, a)| a.is_ipv4() == to.is_ipv4());
+        if let Some((socket, _)) = socket {
+            if let Err(e) = socket.send_to(bytes, to).await {
+                tracing::debug!(error = %e, %to, "UDP send failed");
+            }
+        }
+    }
+}
+
 /// Binds a UDP socket; IPv6 sockets are v6-only so `0.0.0.0` and `[::]` can both be listened on.
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
