@@ -29,6 +29,9 @@ DURATION="${DURATION:-20}"
 KEYS="${KEYS:-2s:2,18s:#}"
 TRANSFER="${TRANSFER:-486 Busy Here}"
 CAPTURE_SECS="${CAPTURE_SECS:-5}"
+# Seconds captured before the analysed ones: dumpcap's start-up disturbs the machine (see
+# bench/rtp_spacing.py --skip).
+CAPTURE_SKIP=1
 DRIVER="${DRIVER:-loadgen}"   # or sipp (bench/sipp_ivr_call.xml)
 RTP_DRAIN="${RTP_DRAIN:-sampled}"   # ivrd-loadgen --rtp-drain: full, sampled or off
 SETUP_SECS="${SETUP_SECS:-10}"
@@ -219,7 +222,7 @@ load_row() {
     # Steady window: every call started in [t-DURATION, t] is up, so from DURATION+2 s on
     # C calls are up until the last call starts at 2·DURATION.
     sleep $(( DURATION + 2 ))
-    WINDOW=$(( DURATION - 4 - CAPTURE_SECS ))
+    WINDOW=$(( DURATION - 4 - CAPTURE_SECS - CAPTURE_SKIP ))
     if [[ -n "${PROFILE:-}" ]]; then
         # Sampled profile of ivrd over the CPU window (its overhead shows in that row's CPU).
         perf record -q -e cpu-clock -F 499 -g -p "$IVRD_PID" -o "$WORK/perf.data" \
@@ -240,7 +243,7 @@ load_row() {
     # at thousands of calls.
     EVERY=$(( C > 100 ? C / 100 : 1 ))
     dumpcap -q -i lo -P -f "udp src portrange $RTP_LOW-$RTP_HIGH and udp[0:2] % $(( 2 * EVERY )) = 0" \
-        -a "duration:$CAPTURE_SECS" \
+        -a "duration:$(( CAPTURE_SKIP + CAPTURE_SECS ))" \
         -w "$WORK/rtp.pcap" 2>/dev/null &
     CAP_PID=$!
     wait "$CAP_PID" || true; CAP_PID=""
@@ -253,7 +256,7 @@ load_row() {
     fi
     stop_ivrd
 
-    SPACING="$(python3 "$ROOT/bench/rtp_spacing.py" "$WORK/rtp.pcap" || true)"
+    SPACING="$(python3 "$ROOT/bench/rtp_spacing.py" --skip "$CAPTURE_SKIP" "$WORK/rtp.pcap" || true)"
     awk -v c="$C" -v rate="$RATE" -v hz="$HZ" -v cpu0="$CPU0" -v cpu1="$CPU1" -v t0="$T0" -v t1="$T1" \
         -v act="$SUM_ACTIVE" -v n="$SAMPLES" -v rss0="$RSS_IDLE" -v rss1="$RSS_MAX" \
         -v failed="$(field failed "$LG")" -v attempted="$(field attempted "$LG")" \
