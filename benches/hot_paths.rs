@@ -201,16 +201,21 @@ fn session_params(remote: SocketAddr) -> SessionParams {
     }
 }
 
+/// A one-minute prompt of `tone` repeated.
+fn minute_prompt(tone: &[i16]) -> Arc<Prompt> {
+    let minute: Vec<i16> = tone.iter().copied().cycle().take(8000 * 60).collect();
+    Arc::new(Prompt::from_samples(
+        PromptId::new("bench").unwrap(),
+        &minute,
+    ))
+}
+
 /// One media tick as the call task runs it: the caller's packet for this 20 ms arrives, then the
 /// tick sends our prompt frame and hands both channels to the recorder.
 fn bench_media_tick(c: &mut Criterion) {
     let remote: SocketAddr = "127.0.0.1:31000".parse().unwrap();
     let tone = voice_frame();
-    let minute: Vec<i16> = tone.iter().copied().cycle().take(8000 * 60).collect();
-    let prompt = Arc::new(Prompt::from_samples(
-        PromptId::new("bench").unwrap(),
-        &minute,
-    ));
+    let prompt = minute_prompt(&tone);
     let mut caller_payload = [0u8; FRAME_SAMPLES];
     g711::encode_ulaw(&tone, &mut caller_payload);
     c.bench_function("media/tick_with_rx_packet", |b| {
@@ -300,11 +305,7 @@ struct TickedCall {
 fn bench_media_tick_calls(c: &mut Criterion) {
     let remote: SocketAddr = "127.0.0.1:31000".parse().unwrap();
     let tone = voice_frame();
-    let minute: Vec<i16> = tone.iter().copied().cycle().take(8000 * 60).collect();
-    let prompt = Arc::new(Prompt::from_samples(
-        PromptId::new("bench").unwrap(),
-        &minute,
-    ));
+    let prompt = minute_prompt(&tone);
     let dir = TempDir::new("tick");
     let (writer, _idle_worker) = RecordingWriter::new(&dir.0, 2 * TICK_CALLS);
     let date = RecordingDate::from_unix_seconds(1_764_000_000, 8 * 3600);
