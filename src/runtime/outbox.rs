@@ -560,15 +560,30 @@ fn id_with_suffix(name: &str, suffix: &str) -> Option<CaseId> {
 
 /// Temp file, write, fsync, rename over `name`, fsync the directory.
 fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, OutboxError> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let tmp = write_temp_synced(dir, name, bytes)?;
     let path = dir.join(name);
-    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(bytes).map_err(io_err("write", &tmp))?;
-    file.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(file);
     fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+/// Writes `dir/<name>.tmp` and fsyncs it; returns its path. A failed write leaves no temp file
+/// behind when it can be removed (a full disk gets its space back).
+fn write_temp_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, OutboxError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let written = File::create(&tmp)
+        .map_err(io_err("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(bytes).map_err(io_err("write", &tmp))?;
+            file.sync_all().map_err(io_err("fsync", &tmp))
+        });
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Makes renames and removals in `dir` durable (POSIX: they live in the directory's data).

@@ -4,13 +4,12 @@
 //! (nor indexed for delivery) before that directory fsync returned.
 
 use super::{
-    CASE_SUFFIX, DeliveryMeta, Entry, Inner, Outbox, OutboxError, OutboxEvent, TMP_SUFFIX, io_err,
-    sync_dir, unix_ms,
+    CASE_SUFFIX, DeliveryMeta, Entry, Inner, Outbox, OutboxError, OutboxEvent, io_err, sync_dir,
+    unix_ms, write_temp_synced,
 };
 use crate::case::CaseId;
 use crate::runtime::group_commit::GroupCommit;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -202,23 +201,7 @@ fn check(
     Ok(())
 }
 
-/// Writes `pending/<id>.json.tmp` and fsyncs it. A failed write leaves no temp file behind when
-/// it can be removed (a full disk gets its space back).
+/// Writes `pending/<id>.json.tmp` and fsyncs it.
 fn write_temp(inner: &Inner, case_id: &CaseId, json: &[u8]) -> Result<PathBuf, OutboxError> {
-    let tmp = inner
-        .pending_dir
-        .join(format!("{case_id}{CASE_SUFFIX}{TMP_SUFFIX}"));
-    let written = File::create(&tmp)
-        .map_err(io_err("create", &tmp))
-        .and_then(|mut file| {
-            file.write_all(json).map_err(io_err("write", &tmp))?;
-            file.sync_all().map_err(io_err("fsync", &tmp))
-        });
-    match written {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    write_temp_synced(&inner.pending_dir, &format!("{case_id}{CASE_SUFFIX}"), json)
 }
