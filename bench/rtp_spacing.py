@@ -12,6 +12,7 @@ previous one + 1). Standard library only.
 the capture's doing, not the sender's (at 3,000 calls every delta outside 20 +/- 5 ms of one
 run fell in the capture's first 0.21 s).
 """
+import argparse
 import struct
 import sys
 
@@ -91,11 +92,9 @@ def main(path, skip=0.0):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    skip = 0.0
-    if len(args) == 3 and args[0] == "--skip":
-        skip = float(args[1])
-        args = args[2:]
-    if len(args) != 1:
-        sys.exit("usage: rtp_spacing.py [--skip SECONDS] CAPTURE.pcap")
-    main(args[0], skip)
+    parser = argparse.ArgumentParser(description="RTP spacing of ivrd's sent audio in a pcap")
+    parser.add_argument("--skip", type=float, default=0.0,
+                        help="seconds after the first packet to leave out")
+    parser.add_argument("pcap")
+    args = parser.parse_args()
+    main(args.pcap, args.skip)
