@@ -141,13 +141,15 @@ impl Metrics {
         ];
         // The SIP driver calls this after every event; a label lookup (hash, lock) only where
         // a count grew.
-        for (limit, n) in SOURCE_LIMITS.into_iter().zip(limited) {
-            if n > 0 {
-                self.sip
-                    .source_limited
-                    .with_label_values(&[limit])
-                    .inc_by(n);
-            }
+        for (limit, n) in SOURCE_LIMITS
+            .into_iter()
+            .zip(limited)
+            .filter(|&(_, n)| n > 0)
+        {
+            self.sip
+                .source_limited
+                .with_label_values(&[limit])
+                .inc_by(n);
         }
         self.sip
             .retransmissions
