@@ -6,9 +6,9 @@
 //! full (0.24 s stereo, 0.48 s mono) it is handed, without waiting, to the one [`RecordingWriter`]
 //! thread over a bounded channel, and the handle takes an empty block from the writer's pool of
 //! free blocks, which the writer refills with the blocks it has written.
-//! The writer appends blocks with hound, `flush()`es the WAV header about once a second (so a
-//! killed process leaves a readable `NAME.wav.part`) and, at finish, finalises, fsyncs, renames to
-//! `NAME.wav` and hashes the file. [`crate::runtime::recording_repair`] finalises what a crash left.
+//! The writer appends each block with one write (`wav_part`), rewrites the WAV header's sizes
+//! about once a second (so a killed process leaves a readable `NAME.wav.part`) and, at finish,
+//! writes the final header; the finisher fsyncs, renames to `NAME.wav` and hashes the file. [`crate::runtime::recording_repair`] finalises what a crash left.
 //!
 //! The push path never waits or touches the disk, and allocates only when the pool is empty
 //! (it only try-locks the pool, once per block): a full queue means the block is dropped and
@@ -19,10 +19,11 @@
 
 mod finisher;
 mod name;
-mod part_file;
+mod open_recording;
 mod pool;
 #[cfg(test)]
 pub(crate) mod tests;
+mod wav_part;
 mod writer;
 
 use std::path::PathBuf;
@@ -62,10 +63,16 @@ pub enum RecordingError {
     AlreadyExists { path: PathBuf },
     /// Creating the `.wav.part` file or writing its header failed.
     #[error("cannot create recording {path}: {source}")]
-    Create { path: PathBuf, source: hound::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Appending samples or updating the header failed; the rest of the recording is lost.
     #[error("cannot write recording {path}: {source}")]
-    Write { path: PathBuf, source: hound::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// fsync of the file or its folder failed.
     #[error("cannot sync {path} to disk: {source}")]
     Sync {

@@ -7,19 +7,15 @@
 //! it, and when it overflows the calls drop blocks rather than wait.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
-use hound::{SampleFormat, WavSpec, WavWriter};
-
-use super::finisher::{Finisher, Finishing};
-use super::part_file::{self, PartFile};
+use super::finisher::Finisher;
+use super::open_recording::OpenRecording;
 use super::pool::BlockPool;
-use super::{Progress, RecordingError, RecordingName, RecordingSummary, SAMPLE_RATE};
+use super::{Progress, RecordingError, RecordingName, RecordingSummary};
 use crate::media::g711::FRAME_SAMPLES;
 
 /// Samples in one block: 12 frames (0.24 s) of stereo or 24 of mono, 7.5 KiB. Smaller blocks
@@ -35,10 +31,6 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 /// writer behind its queue may drain it for seconds, and blocks held back that long would
 /// have the calls allocate new ones for every block they fill.
 const PUT_BACK_EVERY: usize = 32;
-/// Frames of audio between two header flushes (1 s).
-const FLUSH_EVERY_FRAMES: u64 = 50;
-/// hound keeps sizes in u32; stop a recording's data short of that (~37 h of stereo).
-const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 1024;
 
 /// A fixed run of interleaved samples on its way from a call to the writer.
 ///
@@ -162,6 +154,8 @@ pub struct WriterWorker {
     /// Blocks received in this batch and in the one before: the pool keeps twice the larger.
     batch_blocks: usize,
     last_batch_blocks: usize,
+    /// A block's samples as little-endian bytes, on their way into a file.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -203,6 +197,7 @@ impl RecordingWriter {
             written: Vec::new(),
             batch_blocks: 0,
             last_batch_blocks: 0,
+            scratch: Vec::new(),
         };
         let writer = RecordingWriter {
             tx,
@@ -307,24 +302,6 @@ impl RecordingWriter {
     }
 }
 
-/// One recording file the writer has open.
-struct OpenRecording {
-    relative: PathBuf,
-    part: PathBuf,
-    final_path: PathBuf,
-    channels: usize,
-    /// `None` once an IO error happened (kept in `error`) or before the file could be made.
-    wav: Option<WavWriter<PartFile>>,
-    /// A second handle on the same file (sharing its offset): commits what hound staged, and
-    /// fsyncs the file after hound has finalised the header.
-    sync_file: Option<File>,
-    error: Option<RecordingError>,
-    frames_written: u64,
-    frames_at_flush: u64,
-    frames_dropped: u64,
-    progress: Arc<Progress>,
-}
-
 impl WriterWorker {
     /// Handles messages until every sender is gone, then closes what is still open (as `.part`).
     pub fn run(mut self) {
@@ -340,7 +317,7 @@ impl WriterWorker {
             std::thread::sleep(BATCH_WINDOW);
         }
         for (_, mut rec) in self.open.drain() {
-            rec.flush();
+            rec.checkpoint();
         }
         self.finisher.stop();
     }
@@ -359,7 +336,7 @@ impl WriterWorker {
             }
             WriterMsg::Block { id, block } => {
                 if let Some(rec) = self.open.get_mut(&id) {
-                    rec.append(&block);
+                    rec.append(&block, &mut self.scratch);
                 }
                 self.written.push(block);
                 self.batch_blocks += 1;
@@ -377,10 +354,10 @@ impl WriterWorker {
             WriterMsg::Abandon { id, tail } => {
                 if let Some(mut rec) = self.open.remove(&id) {
                     if let Some(tail) = tail {
-                        rec.append(&tail);
+                        rec.append(&tail, &mut self.scratch);
                         self.written.push(tail);
                     }
-                    rec.flush();
+                    rec.checkpoint();
                     self.stats
                         .recordings_abandoned
                         .fetch_add(1, Ordering::Relaxed);
@@ -411,10 +388,10 @@ impl WriterWorker {
         let closed = match self.open.remove(&id) {
             Some(mut rec) => {
                 if let Some(tail) = tail {
-                    rec.append(&tail);
+                    rec.append(&tail, &mut self.scratch);
                     self.written.push(tail);
                 }
-                rec.pad_to(frames_total);
+                rec.pad_to(frames_total, &mut self.scratch);
                 rec.close(dropped_frames)
             }
             None => Err(RecordingError::WriterGone {
@@ -429,201 +406,5 @@ impl WriterWorker {
                 let _ = reply.send(Err(e));
             }
         }
-    }
-}
-
-impl OpenRecording {
-    fn create(
-        storage_dir: &Path,
-        relative: PathBuf,
-        channels: usize,
-        progress: Arc<Progress>,
-    ) -> Self {
-        let final_path = storage_dir.join(&relative);
-        let mut part = final_path.clone().into_os_string();
-        part.push(".part");
-        let mut rec = OpenRecording {
-            relative,
-            part: PathBuf::from(part),
-            final_path,
-            channels,
-            wav: None,
-            sync_file: None,
-            error: None,
-            frames_written: 0,
-            frames_at_flush: 0,
-            frames_dropped: 0,
-            progress,
-        };
-        if let Err(e) = rec.create_file() {
-            rec.error = Some(e);
-        }
-        rec
-    }
-
-    fn create_file(&mut self) -> Result<(), RecordingError> {
-        if let Some(dir) = self.part.parent() {
-            fs::create_dir_all(dir).map_err(|source| RecordingError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        if self.final_path.exists() {
-            return Err(RecordingError::AlreadyExists {
-                path: self.final_path.clone(),
-            });
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&self.part)
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::AlreadyExists => RecordingError::AlreadyExists {
-                    path: self.part.clone(),
-                },
-                _ => RecordingError::Create {
-                    path: self.part.clone(),
-                    source: hound::Error::IoError(source),
-                },
-            })?;
-        let sync_file = file.try_clone().map_err(|source| RecordingError::Create {
-            path: self.part.clone(),
-            source: hound::Error::IoError(source),
-        })?;
-        let spec = WavSpec {
-            channels: self.channels as u16,
-            sample_rate: SAMPLE_RATE,
-            bits_per_sample: 16,
-            sample_format: SampleFormat::Int,
-        };
-        let create_error = |source| RecordingError::Create {
-            path: self.part.clone(),
-            source,
-        };
-        let wav = WavWriter::new(PartFile::new(file), spec).map_err(create_error)?;
-        // hound wrote the header without a seek or flush: it is still staged.
-        part_file::commit(&sync_file).map_err(|e| create_error(e.into()))?;
-        self.wav = Some(wav);
-        self.sync_file = Some(sync_file);
-        Ok(())
-    }
-
-    fn frame_bytes(&self) -> u64 {
-        (FRAME_SAMPLES * self.channels * 2) as u64
-    }
-
-    /// Writes `block` at its place in time: a gap before it (dropped blocks) becomes silence.
-    fn append(&mut self, block: &Block) {
-        self.pad_to(block.first_frame);
-        let samples = &block.samples[..block.len];
-        if !self.write_samples(samples.len() as u64, samples.iter().copied()) {
-            self.frames_dropped += block.frames(self.channels) as u64;
-        }
-    }
-
-    /// Writes silence up to frame `frames`, so the file has the call's length.
-    fn pad_to(&mut self, frames: u64) {
-        let per_frame = (FRAME_SAMPLES * self.channels) as u64;
-        let chunk_frames = BLOCK_SAMPLES as u64 / per_frame;
-        // In block-sized pieces: the staging buffer grows to one write.
-        while self.wav.is_some() && self.frames_written < frames {
-            let n = (frames - self.frames_written).min(chunk_frames) * per_frame;
-            if !self.write_samples(n, std::iter::repeat_n(0i16, n as usize)) {
-                // Size limit reached: the rest is counted as dropped.
-                self.frames_dropped += frames - self.frames_written;
-                return;
-            }
-        }
-    }
-
-    /// Appends `count` samples (whole frames); false if they did not fit under the WAV size
-    /// limit. After an IO error the recording is failed and writes are skipped (returns true:
-    /// nothing is "dropped", the error reports it).
-    fn write_samples(&mut self, count: u64, mut samples: impl Iterator<Item = i16>) -> bool {
-        let per_frame = FRAME_SAMPLES * self.channels;
-        let frames = count / per_frame as u64;
-        let frame_bytes = self.frame_bytes();
-        let (Some(wav), Some(file)) = (self.wav.as_mut(), self.sync_file.as_ref()) else {
-            return true;
-        };
-        if frames == 0 {
-            return true;
-        }
-        if (self.frames_written + frames) * frame_bytes > MAX_DATA_BYTES {
-            return false;
-        }
-        // A frame per sample writer keeps hound's buffer per file at one frame; the frames
-        // gather in the thread's staging buffer and reach the file in one write (`part_file`).
-        let mut written = Ok(());
-        for _ in 0..frames {
-            let mut out = wav.get_i16_writer(per_frame as u32);
-            for _ in 0..per_frame {
-                out.write_sample(samples.next().unwrap_or(0));
-            }
-            written = out.flush();
-            if written.is_err() {
-                break;
-            }
-        }
-        // Committed even after an error, so that nothing staged is left for the next file.
-        let committed = part_file::commit(file).map_err(hound::Error::from);
-        if let Err(source) = written.and(committed) {
-            self.fail(source);
-            return true;
-        }
-        self.frames_written += frames;
-        if self.frames_written - self.frames_at_flush >= FLUSH_EVERY_FRAMES {
-            self.flush();
-        }
-        true
-    }
-
-    /// Updates the header so the `.part` is a valid WAV up to here (hound's checkpoint).
-    fn flush(&mut self) {
-        let Some(wav) = self.wav.as_mut() else {
-            return;
-        };
-        match wav.flush() {
-            Ok(()) => {
-                self.frames_at_flush = self.frames_written;
-                self.progress
-                    .frames_flushed
-                    .store(self.frames_written, Ordering::Release);
-            }
-            Err(source) => self.fail(source),
-        }
-    }
-
-    fn fail(&mut self, source: hound::Error) {
-        self.wav = None;
-        self.error = Some(RecordingError::Write {
-            path: self.part.clone(),
-            source,
-        });
-    }
-
-    /// Finalises the header, fsyncs, renames `.part` → `.wav`, fsyncs the folder and hashes.
-    /// Writes the final header and hands the file over for the durable part (fsync, rename,
-    /// hash), which the [`Finisher`] does off this thread.
-    fn close(mut self, dropped_frames: u64) -> Result<Finishing, RecordingError> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let (Some(wav), Some(file)) = (self.wav.take(), self.sync_file.take()) else {
-            return Err(RecordingError::WriterGone { path: self.part });
-        };
-        wav.finalize().map_err(|source| RecordingError::Write {
-            path: self.part.clone(),
-            source,
-        })?;
-        Ok(Finishing {
-            file,
-            part: self.part,
-            final_path: self.final_path,
-            relative: self.relative,
-            channels: self.channels,
-            frames_written: self.frames_written,
-            dropped_frames: dropped_frames + self.frames_dropped,
-        })
     }
 }
