@@ -401,6 +401,8 @@ impl Endpoint {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_dialog;
+#[cfg(test)]
 mod tests_source_limits;
 #[cfg(test)]
 mod tests_transfer_safety;
