@@ -11,7 +11,8 @@ use super::{
 };
 use crate::sip::dialog::Dialog;
 use crate::sip::header::Transport;
-use crate::sip::message::{Method, Request};
+use crate::sip::message::Request;
+use crate::sip::method::Method;
 use crate::sip::response::{ResponseParts, build_response, reason_phrase};
 use crate::sip::sdp::{self, Direction, LocalMedia, OfferAnswer};
 use crate::sip::transaction::{InviteServerState, InviteServerTxn};

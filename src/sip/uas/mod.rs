@@ -276,7 +276,7 @@ impl Endpoint {
     fn transmit_response(
         &mut self,
         to: Destination,
-        method: &crate::sip::message::Method,
+        method: &crate::sip::method::Method,
         code: u16,
         bytes: Bytes,
     ) {

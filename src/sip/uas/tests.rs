@@ -4,8 +4,8 @@
 //! that goes unacknowledged.
 
 use super::*;
-use crate::sip::message::Method;
 use crate::sip::message::{Message, Response, parse};
+use crate::sip::method::Method;
 use std::time::Duration;
 
 pub(super) struct Pool {

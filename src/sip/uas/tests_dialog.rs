@@ -7,7 +7,7 @@ use super::tests::{
     transfer_outcome,
 };
 use super::*;
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use std::time::Duration;
 
 #[test]
