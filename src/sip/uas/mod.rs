@@ -5,6 +5,7 @@
 //! call events (started, media changed, INFO body, ended). After every input the driver calls
 //! [`Endpoint::poll_output`] until `None`, then sleeps until [`Endpoint::poll_timeout`].
 
+mod admission;
 pub mod calls;
 mod config;
 mod dispatch;
