@@ -16,7 +16,8 @@ use crate::media::g711::FRAME_SAMPLES;
 use crate::media::rtp::{RTP_HEADER_LEN, RtpSender};
 use crate::media::session::TICK;
 use crate::sip::header::{CSeq, NameAddr};
-use crate::sip::message::{Method, Request, Response};
+use crate::sip::message::{Request, Response};
+use crate::sip::method::Method;
 use crate::sip::response::{ResponseParts, build_response, reason_phrase};
 use crate::sip::sdp::{AudioCodec, read_answer};
 

@@ -137,7 +137,8 @@ pub fn notify_sipfrag(
 mod tests {
     use super::*;
     use crate::sip::header::NameAddr;
-    use crate::sip::message::{Message, Method, parse};
+    use crate::sip::message::{Message, parse};
+    use crate::sip::method::Method;
     use crate::sip::sdp::{AudioCodec, answer_offer};
 
     fn ids() -> CallIds<'static> {

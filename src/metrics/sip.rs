@@ -6,7 +6,7 @@ use prometheus::{IntCounter, IntCounterVec};
 
 use super::register::{self, Reg};
 use super::{Metrics, MetricsError, RejectReason};
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use crate::sip::uas::{ResponseTally, SipCounters};
 
 /// Methods whose series exist at zero from start-up (the ones a trunk sends to a UAS).

@@ -7,7 +7,7 @@ use prometheus::proto::MetricType;
 
 use super::*;
 use crate::media::digit::DtmfMethod;
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.

@@ -2,7 +2,8 @@
 //! and building the requests ivrd sends inside it (BYE now; REFER later).
 
 use crate::sip::header::{CSeq, HeaderError, NameAddr, split_list};
-use crate::sip::message::{Method, Request};
+use crate::sip::message::Request;
+use crate::sip::method::Method;
 use crate::sip::response::PRODUCT;
 use std::fmt::Write as _;
 

@@ -4,7 +4,7 @@
 //! Values stay as received wherever they are copied into responses (§8.2.6.2 copies From, Call-ID,
 //! CSeq and Via verbatim); these types only read what the state machines decide on.
 
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use std::net::{IpAddr, SocketAddr};
 
 /// Why a header value could not be interpreted.

@@ -4,6 +4,7 @@
 pub mod dialog;
 pub mod header;
 pub mod message;
+pub mod method;
 pub mod response;
 pub mod sdp;
 pub mod transaction;

@@ -4,7 +4,8 @@
 use super::invite::random_token;
 use super::{Destination, Endpoint, Inbound, Output, RtpPortSource, TimerKey};
 use crate::sip::header::{CSeq, HeaderError, NameAddr, Transport, Via, split_list};
-use crate::sip::message::{self, Headers, Message, Method, Request, Response};
+use crate::sip::message::{self, Headers, Message, Request, Response};
+use crate::sip::method::Method;
 use crate::sip::response::{ResponseParts, build_response, reason_phrase};
 use crate::sip::transaction::NonInviteServerTxn;
 use std::time::Instant;

@@ -6,7 +6,7 @@ use super::invite::random_token;
 use super::{CallHandle, Destination, EndReason, Endpoint, Output, RtpPortSource, TimerKey};
 use crate::sip::dialog::Dialog;
 use crate::sip::header::{Transport, host_ip};
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use crate::sip::response::{ResponseParts, build_response};
 use crate::sip::transaction::NonInviteClientTxn;
 use crate::sip::uri::SipUri;

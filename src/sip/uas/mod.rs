@@ -5,6 +5,7 @@
 //! call events (started, media changed, INFO body, ended). After every input the driver calls
 //! [`Endpoint::poll_output`] until `None`, then sleeps until [`Endpoint::poll_timeout`].
 
+mod admission;
 pub mod calls;
 mod config;
 mod dispatch;
@@ -276,7 +277,7 @@ impl Endpoint {
     fn transmit_response(
         &mut self,
         to: Destination,
-        method: &crate::sip::message::Method,
+        method: &crate::sip::method::Method,
         code: u16,
         bytes: Bytes,
     ) {
@@ -400,6 +401,8 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dialog;
 #[cfg(test)]
 mod tests_source_limits;
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! actually sends (a few dozen at most). Should more distinct pairs ever appear than there are
 //! slots, the excess is counted as method `other`, code 0, never dropped.
 
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 
 /// Method slots: `other` (extension methods) first, then [`Method::KNOWN`] in its order.
 const METHOD_SLOTS: usize = Method::KNOWN.len() + 1;

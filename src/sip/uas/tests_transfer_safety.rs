@@ -8,7 +8,7 @@ use super::tests::{
     transfer_outcome,
 };
 use super::*;
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
 const EVIL: &str = "sip:4000000000@203.0.113.66";

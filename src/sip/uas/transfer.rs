@@ -3,7 +3,7 @@
 //! (RFC 3515 §2.4.5) until a final status says whether the transfer worked.
 
 use super::{CallHandle, ClientTxnEntry, Endpoint, Output, TimerKey};
-use crate::sip::message::Method;
+use crate::sip::method::Method;
 use crate::sip::transaction::NonInviteClientTxn;
 use bytes::Bytes;
 use std::fmt::Write as _;
