@@ -15,7 +15,7 @@ use crate::media::session::{MediaSession, SessionParams};
 use crate::metrics::{Metrics, RecordingKind};
 use crate::runtime::call_marker::{CallMarker, MarkerPlace, MarkerStore};
 use crate::runtime::case_writer::{self, recording_ref, unix_ms_of};
-use crate::runtime::media_call::{MediaCommand, MediaNotice, MessageTap};
+use crate::runtime::media_call::{self, MediaCommand, MediaNotice, MessageTap};
 use crate::runtime::media_clock::{MediaClock, MediaLink, StartMedia};
 use crate::runtime::ports::RtpSockets;
 use crate::runtime::recorder::{
@@ -218,6 +218,7 @@ async fn run(
     });
     // The caller hears the call answered only once a crash from now on leaves a case.
     let marker = write_marker(&shared, &info, &case_id, now, date, recording).await;
+    media_call::discard_backlog(&start.rtp);
     send_answer(&shared, &commands, &mut answer).await;
     // The call is answered now, not when the task began: the marker's fsync may have taken a
     // while, and the IVR's clock and the recording start from here.

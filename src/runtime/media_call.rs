@@ -234,17 +234,6 @@ impl CallMedia {
         }
     }
 
-    /// Discards what was queued on the RTP port before the media started: the caller learns
-    /// the port from our answer, so a backlog is a stranger's (at most a few ms of the
-    /// caller's first audio is lost with it).
-    pub fn discard_backlog(&mut self, batch: &mut RecvBatch) {
-        for _ in 0..MAX_RTP_READS_PER_TICK / RECV_BATCH {
-            if !matches!(batch.recv(&self.rtp), Ok(RECV_BATCH)) {
-                return;
-            }
-        }
-    }
-
     /// Applies a command; true for `Finish`, after which the worker calls [`Self::finish`].
     pub fn on_command(&mut self, now: Instant, command: MediaCommand) -> bool {
         match command {
@@ -417,3 +406,16 @@ impl CallMedia {
 #[cfg(test)]
 #[path = "media_call_tests.rs"]
 mod tests;
+
+/// Discards what was queued on a call's RTP port before our answer went out: the caller learns
+/// the port from the answer, so a backlog is a stranger's. Called by the call's task just
+/// before it sends the 200, not by the media clock when the media starts: the clock takes a new
+/// call only at its next tick, by when the caller's first packets may be queued too.
+pub fn discard_backlog(rtp: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    for _ in 0..MAX_RTP_READS_PER_TICK {
+        if rtp.recv(&mut buf).is_err() {
+            return;
+        }
+    }
+}
