@@ -11,6 +11,11 @@ previous one + 1). Standard library only.
 (its ring buffer, the filter) delays every thread on a loaded machine for a moment, which is
 the capture's doing, not the sender's (at 3,000 calls every delta outside 20 +/- 5 ms of one
 run fell in the capture's first 0.21 s).
+
+`--stalls FILE` takes bench/stall_canary.py's output (`CPU START_EPOCH_S LENGTH_MS` per stall of
+a CPU) and also prints the max delta and the share outside 20 +/- 5 ms of the deltas that do
+not overlap a stall window: from 1 ms before the stall to one 20 ms tick after it (the tick held
+back and the short delta after it). Those are what the sender did on a machine that ran it.
 """
 import argparse
 import struct
@@ -54,7 +59,30 @@ def udp_payload(linktype, data):
     return sport, ip[ihl + 8:]
 
 
-def main(path, skip=0.0):
+# A stall's window: a delta overlapping it is the stall's doing (see the module comment).
+STALL_BEFORE_S = 0.001
+STALL_AFTER_S = 0.020
+
+
+def read_stalls(path):
+    windows = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) != 3:
+                continue
+            start, length_ms = float(fields[1]), float(fields[2])
+            windows.append((start - STALL_BEFORE_S, start + length_ms / 1000.0 + STALL_AFTER_S))
+    return sorted(windows)
+
+
+def in_stall(windows, t0, t1):
+    return any(w0 <= t1 and t0 <= w1 for w0, w1 in windows)
+
+
+def main(path, skip=0.0, stalls=None):
+    windows = read_stalls(stalls) if stalls else None
+    clear = []
     last = {}
     start = None
     deltas = []
@@ -77,6 +105,8 @@ def main(path, skip=0.0):
         prev = last.get(key)
         if prev is not None:
             deltas.append((t - prev[0]) * 1000.0)
+            if windows is not None and not in_stall(windows, prev[0], t):
+                clear.append(deltas[-1])
             if seq != (prev[1] + 1) & 0xFFFF:
                 seq_errors += 1
         last[key] = (t, seq)
@@ -88,6 +118,17 @@ def main(path, skip=0.0):
         f"streams={len(last)} packets={count} mean_ms={sum(deltas) / len(deltas):.2f} "
         f"max_ms={max(deltas):.2f} out_of_20pm5={100.0 * out / len(deltas):.3f}% "
         f"seq_errors={seq_errors}"
+        + (stall_summary(windows, clear) if windows is not None else "")
+    )
+
+
+def stall_summary(windows, clear):
+    if not clear:
+        return f" stalls={len(windows)} max_ms_outside_stalls=nan out_of_20pm5_outside_stalls=nan"
+    out = sum(1 for d in clear if d < 15.0 or d > 25.0)
+    return (
+        f" stalls={len(windows)} max_ms_outside_stalls={max(clear):.2f}"
+        f" out_of_20pm5_outside_stalls={100.0 * out / len(clear):.3f}%"
     )
 
 
@@ -95,6 +136,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="RTP spacing of ivrd's sent audio in a pcap")
     parser.add_argument("--skip", type=float, default=0.0,
                         help="seconds after the first packet to leave out")
+    parser.add_argument("--stalls", help="bench/stall_canary.py output for the capture")
     parser.add_argument("pcap")
     args = parser.parse_args()
-    main(args.pcap, args.skip)
+    main(args.pcap, args.skip, args.stalls)

@@ -88,6 +88,29 @@ log_time() { # the timestamp (seconds since the epoch) of the first line matchin
     ts="$(plain_log | grep -m1 "$1" | awk '{ print $1 }')"
     [[ -n "$ts" ]] && date -d "$ts" +%s.%N
 }
+# How late the media clock's ticks started between two scrapes of /metrics: ticks counted,
+# and how many started more than 5, 10 and 20 ms late (ivrd_media_tick_lateness_seconds). A
+# stall that shows in the RTP spacing but not here happened inside ticks or outside ivrd.
+tick_lateness() {
+    awk '
+        FNR == 1 { file++ }
+        $1 ~ /^ivrd_media_tick_lateness_seconds_(bucket|count)/ {
+            key = $1; v = $2 + 0
+            if (file == 1) before[key] = v; else after[key] = v
+        }
+        END {
+            total = after["ivrd_media_tick_lateness_seconds_count"] - before["ivrd_media_tick_lateness_seconds_count"]
+            for (k in after) {
+                d = after[k] - before[k]
+                if (k ~ /le="0.005"/) le5 = d
+                if (k ~ /le="0.01"/) le10 = d
+                if (k ~ /le="0.02"/) le20 = d
+            }
+            if (total <= 0) { print "no scrape"; exit }
+            printf "%d ticks, late > 5 ms: %d, > 10 ms: %d, > 20 ms: %d", total, total - le5, total - le10, total - le20
+        }' "$1" "$2" 2>/dev/null || echo "no scrape"
+}
+
 # Calls up now, as ivrd counts them (the ivrd_calls_active gauge of /metrics).
 active_calls() {
     curl -s --max-time 2 "http://$METRICS/metrics" | awk '$1 == "ivrd_calls_active" { print int($2) }'
@@ -246,7 +269,15 @@ load_row() {
         -a "duration:$(( CAPTURE_SKIP + CAPTURE_SECS ))" \
         -w "$WORK/rtp.pcap" 2>/dev/null &
     CAP_PID=$!
+    # Stalls of the CPUs themselves over the capture (bench/stall_canary.py), so that the RTP
+    # deltas they caused can be told from the sender's.
+    python3 "$ROOT/bench/stall_canary.py" --seconds "$(( CAPTURE_SKIP + CAPTURE_SECS ))" \
+        --threshold-ms 2 >"$WORK/stalls.txt" 2>"$WORK/stall_canary.err" &
+    CANARY_PID=$!
+    curl -s --max-time 2 "http://$METRICS/metrics" >"$WORK/metrics-capture-start.txt" || true
     wait "$CAP_PID" || true; CAP_PID=""
+    wait "$CANARY_PID" || true
+    curl -s --max-time 2 "http://$METRICS/metrics" >"$WORK/metrics-capture-end.txt" || true
     wait "$LG_PID" || true
     if [[ "$DRIVER" == sipp ]]; then
         OK="$(awk -F';' 'NR==1 { for (i=1;i<=NF;i++) { if ($i=="SuccessfulCall(C)") s=i; if ($i=="FailedCall(C)") f=i } } END { print $s, $f }' "$WORK/sipp-stat.csv")"
@@ -256,7 +287,8 @@ load_row() {
     fi
     stop_ivrd
 
-    SPACING="$(python3 "$ROOT/bench/rtp_spacing.py" --skip "$CAPTURE_SKIP" "$WORK/rtp.pcap" || true)"
+    SPACING="$(python3 "$ROOT/bench/rtp_spacing.py" --skip "$CAPTURE_SKIP" --stalls "$WORK/stalls.txt" \
+        "$WORK/rtp.pcap" || true)"
     awk -v c="$C" -v rate="$RATE" -v hz="$HZ" -v cpu0="$CPU0" -v cpu1="$CPU1" -v t0="$T0" -v t1="$T1" \
         -v act="$SUM_ACTIVE" -v n="$SAMPLES" -v rss0="$RSS_IDLE" -v rss1="$RSS_MAX" \
         -v failed="$(field failed "$LG")" -v attempted="$(field attempted "$LG")" \
@@ -273,6 +305,8 @@ load_row() {
                 (lg1 - lg0) * 1000 / hz / (up * secs)
         }'
     echo "   (work dir $WORK; $DRIVER: $LG)" >&2
+    echo "   (media ticks during the capture: $(tick_lateness "$WORK/metrics-capture-start.txt" "$WORK/metrics-capture-end.txt"))" >&2
+    echo "   (CPU stalls > 2 ms during the capture: $(field stalls "$SPACING"), longest $(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { print m }' "$WORK/stalls.txt") ms; RTP outside them: max Δ $(field max_ms_outside_stalls "$SPACING") ms, $(field out_of_20pm5_outside_stalls "$SPACING") outside 20±5 ms)" >&2
     drop_audio
 }
 
