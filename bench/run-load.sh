@@ -88,26 +88,27 @@ log_time() { # the timestamp (seconds since the epoch) of the first line matchin
     ts="$(plain_log | grep -m1 "$1" | awk '{ print $1 }')"
     [[ -n "$ts" ]] && date -d "$ts" +%s.%N
 }
-# How late the media clock's ticks started between two scrapes of /metrics: ticks counted,
-# and how many started more than 5, 10 and 20 ms late (ivrd_media_tick_lateness_seconds). A
-# stall that shows in the RTP spacing but not here happened inside ticks or outside ivrd.
+# The media clock's ticks between two scrapes of /metrics: how many, how many started more than
+# 5, 10 and 20 ms late (ivrd_media_tick_lateness_seconds), and how many took more than 6, 10 and
+# 15 ms of work (ivrd_media_tick_work_seconds). A stall that shows in the RTP spacing but in
+# neither happened outside ivrd's ticks (see stall_canary.py).
 tick_lateness() {
     awk '
         FNR == 1 { file++ }
-        $1 ~ /^ivrd_media_tick_lateness_seconds_(bucket|count)/ {
-            key = $1; v = $2 + 0
-            if (file == 1) before[key] = v; else after[key] = v
+        $1 ~ /^ivrd_media_tick_(lateness|work)_seconds_(bucket|count)/ {
+            if (file == 1) before[$1] = $2 + 0; else after[$1] = $2 + 0
+        }
+        function over(metric, le,    total) {
+            total = after[metric "_count"] - before[metric "_count"]
+            return total - (after[metric "_bucket{le=\"" le "\"}"] - before[metric "_bucket{le=\"" le "\"}"])
         }
         END {
-            total = after["ivrd_media_tick_lateness_seconds_count"] - before["ivrd_media_tick_lateness_seconds_count"]
-            for (k in after) {
-                d = after[k] - before[k]
-                if (k ~ /le="0.005"/) le5 = d
-                if (k ~ /le="0.01"/) le10 = d
-                if (k ~ /le="0.02"/) le20 = d
-            }
+            late = "ivrd_media_tick_lateness_seconds"; work = "ivrd_media_tick_work_seconds"
+            total = after[late "_count"] - before[late "_count"]
             if (total <= 0) { print "no scrape"; exit }
-            printf "%d ticks, late > 5 ms: %d, > 10 ms: %d, > 20 ms: %d", total, total - le5, total - le10, total - le20
+            printf "%d ticks, late > 5 ms: %d, > 10 ms: %d, > 20 ms: %d; work > 6 ms: %d, > 10 ms: %d, > 15 ms: %d",
+                total, over(late, "0.005"), over(late, "0.01"), over(late, "0.02"),
+                over(work, "0.006"), over(work, "0.01"), over(work, "0.015")
         }' "$1" "$2" 2>/dev/null || echo "no scrape"
 }
 

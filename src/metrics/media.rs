@@ -19,6 +19,13 @@ const JITTER_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 
 /// callers' spacing, over 20 ms means frames leave in pairs.
 const TICK_LATENESS_BUCKETS: [f64; 9] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25];
 
+/// How long one media clock tick's work took (every call of the worker read, run, sent and
+/// recorded). The tick must end well inside its 20 ms: the spread of the send times within it
+/// is what a caller hears as jitter, and a tick near 20 ms means the worker is full.
+const TICK_WORK_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.05,
+];
+
 /// The media group.
 pub(super) struct MediaMetrics {
     packets_in: IntCounter,
@@ -31,6 +38,7 @@ pub(super) struct MediaMetrics {
     jitter: Histogram,
     send_errors: IntCounter,
     tick_lateness: Histogram,
+    tick_work: Histogram,
     timeouts: IntCounter,
     ports_in_use: IntGauge,
     ports_available: IntGauge,
@@ -78,6 +86,11 @@ impl MediaMetrics {
                 "ivrd_media_tick_lateness_seconds",
                 "How late each media clock tick ran behind its 20 ms schedule (one per thread per tick).",
                 &TICK_LATENESS_BUCKETS,
+            )?,
+            tick_work: reg.histogram(
+                "ivrd_media_tick_work_seconds",
+                "How long each media clock tick's work took, for all calls of its thread (one per thread per tick).",
+                &TICK_WORK_BUCKETS,
             )?,
             timeouts: reg.counter(
                 "ivrd_media_timeouts_total",
@@ -185,6 +198,11 @@ impl Metrics {
     /// One media clock tick ran `late` behind its schedule.
     pub fn media_tick_late(&self, late: Duration) {
         self.media.tick_lateness.observe(late.as_secs_f64());
+    }
+
+    /// One media clock tick's work took `work`.
+    pub fn media_tick_work(&self, work: Duration) {
+        self.media.tick_work.observe(work.as_secs_f64());
     }
 
     /// Counts a call ended by the media timeout.

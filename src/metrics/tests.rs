@@ -11,7 +11,7 @@ use crate::sip::method::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 48] = [
+const EXPECTED_NAMES: [&str; 49] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -46,6 +46,7 @@ const EXPECTED_NAMES: [&str; 48] = [
     "ivrd_rtp_jitter_seconds",
     "ivrd_rtp_send_errors_total",
     "ivrd_media_tick_lateness_seconds",
+    "ivrd_media_tick_work_seconds",
     "ivrd_media_timeouts_total",
     "ivrd_rtp_ports_in_use",
     "ivrd_rtp_ports_available",

@@ -226,6 +226,7 @@ impl WorkerLoop {
                     return;
                 }
                 self.tick(now);
+                self.metrics.media_tick_work(now.elapsed());
                 // The next point of the grid after now: a late wake-up is not repaid with
                 // back-to-back ticks (each session catches up on its own schedule).
                 while next_tick <= now {
@@ -358,7 +359,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_plays_on_the_clock_and_its_frames_reach_the_caller() {
-        let clock = MediaClock::start(1, 0, Metrics::new().expect("metrics")).expect("clock");
+        let metrics = Metrics::new().expect("metrics");
+        let clock = MediaClock::start(1, 0, metrics.clone()).expect("clock");
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (start, mut rx) = start_media(caller.local_addr().expect("addr"));
         let mut link = clock.start_call(Box::new(start)).expect("started");
@@ -391,6 +393,56 @@ mod tests {
         assert_eq!(seqs, vec![1, 2, 3]);
         assert!(link.send(MediaCommand::Finish));
         assert!(matches!(next(&mut rx).await, MediaNotice::Finished(_)));
+        // Each tick that ran was timed: its lateness before, its work after.
+        let text = metrics.render().expect("render");
+        let count = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (late, work) = (
+            count("ivrd_media_tick_lateness_seconds_count"),
+            count("ivrd_media_tick_work_seconds_count"),
+        );
+        assert!(work >= 3, "{work} ticks timed for three frames");
+        assert!(late.abs_diff(work) <= 1, "lateness {late}, work {work}");
+    }
+
+    #[test]
+    fn inputs_queued_between_ticks_are_applied_in_order_at_the_tick() {
+        let (inputs, rx) = mpsc::channel();
+        let mut worker = WorkerLoop {
+            inputs: rx,
+            calls: Vec::new(),
+            keys: Vec::new(),
+            flooded: 0,
+            load: Arc::new(AtomicUsize::new(0)),
+            scratch: TickScratch::default(),
+            ticks: 0,
+            metrics: Metrics::new().expect("metrics"),
+        };
+        let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (a, mut rx_a) = start_media(caller.local_addr().expect("addr"));
+        let (b, _rx_b) = start_media(caller.local_addr().expect("addr"));
+        let send = |key, input| inputs.send((key, input)).expect("worker's channel");
+        send(1, WorkerInput::Start(Box::new(a)));
+        send(2, WorkerInput::Start(Box::new(b)));
+        send(1, WorkerInput::Command(MediaCommand::Finish));
+        assert!(
+            worker.calls.is_empty(),
+            "nothing is applied before the tick"
+        );
+
+        assert!(worker.take_inputs(Instant::now()));
+        // Call 1 started and, by the command after it, finished; call 2 runs.
+        assert_eq!(worker.keys, vec![2]);
+        assert!(matches!(rx_a.try_recv(), Ok(MediaNotice::Finished(_))));
+        assert!(
+            worker.take_inputs(Instant::now()),
+            "an empty queue is not the end"
+        );
+        drop(inputs);
+        assert!(!worker.take_inputs(Instant::now()), "every sender gone");
     }
 
     #[test]
