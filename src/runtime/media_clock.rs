@@ -408,10 +408,9 @@ mod tests {
         assert!(late.abs_diff(work) <= 1, "lateness {late}, work {work}");
     }
 
-    #[test]
-    fn inputs_queued_between_ticks_are_applied_in_order_at_the_tick() {
-        let (inputs, rx) = mpsc::channel();
-        let mut worker = WorkerLoop {
+    /// A worker loop with no calls, not running: the test drives it.
+    fn idle_worker(rx: mpsc::Receiver<(u64, WorkerInput)>) -> WorkerLoop {
+        WorkerLoop {
             inputs: rx,
             calls: Vec::new(),
             keys: Vec::new(),
@@ -420,7 +419,13 @@ mod tests {
             scratch: TickScratch::default(),
             ticks: 0,
             metrics: Metrics::new().expect("metrics"),
-        };
+        }
+    }
+
+    #[test]
+    fn inputs_queued_between_ticks_are_applied_in_order_at_the_tick() {
+        let (inputs, rx) = mpsc::channel();
+        let mut worker = idle_worker(rx);
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (a, mut rx_a) = start_media(caller.local_addr().expect("addr"));
         let (b, _rx_b) = start_media(caller.local_addr().expect("addr"));
@@ -448,16 +453,7 @@ mod tests {
     #[test]
     fn the_worker_counts_floods_at_the_tick_and_finds_a_call_by_key_after_a_removal() {
         let (_inputs, rx) = mpsc::channel();
-        let mut worker = WorkerLoop {
-            inputs: rx,
-            calls: Vec::new(),
-            keys: Vec::new(),
-            flooded: 0,
-            load: Arc::new(AtomicUsize::new(0)),
-            scratch: TickScratch::default(),
-            ticks: 0,
-            metrics: Metrics::new().expect("metrics"),
-        };
+        let mut worker = idle_worker(rx);
         let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = caller.local_addr().expect("addr");
         let t0 = Instant::now();
