@@ -76,6 +76,14 @@ impl Harness {
     pub(super) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.ep.poll_output()).collect()
     }
+
+    /// A call `call_id` offered with [`OFFER`], answered and acknowledged; returns our To tag.
+    pub(super) fn answered_call(&mut self, call_id: &str) -> String {
+        let out = self.send(&invite("z9hG4bK1", call_id, OFFER));
+        let tag = to_tag(&responses(&out)[1]);
+        self.send(&in_dialog("ACK", "z9hG4bK2", call_id, &tag, 1, ""));
+        tag
+    }
 }
 
 pub(super) fn responses(out: &[Output]) -> Vec<Response> {

@@ -69,9 +69,7 @@ fn malformed_and_unsupported_requests() {
 #[test]
 fn reinvite_hold_and_unhold_answer_with_direction() {
     let mut h = Harness::new(EndpointConfig::default());
-    let out = h.send(&invite("z9hG4bK1", "h1", OFFER));
-    let tag = to_tag(&responses(&out)[1]);
-    h.send(&in_dialog("ACK", "z9hG4bK2", "h1", &tag, 1, ""));
+    let tag = h.answered_call("h1");
     let hold = format!("{OFFER}a=sendonly\r\n");
     let out = h.send(&in_dialog("INVITE", "z9hG4bK3", "h1", &tag, 2, &hold));
     let ok = &responses(&out)[0];
@@ -106,9 +104,7 @@ fn reinvite_hold_and_unhold_answer_with_direction() {
 #[test]
 fn hang_up_sends_bye_that_retransmits_until_answered() {
     let mut h = Harness::new(EndpointConfig::default());
-    let out = h.send(&invite("z9hG4bK1", "b1", OFFER));
-    let tag = to_tag(&responses(&out)[1]);
-    h.send(&in_dialog("ACK", "z9hG4bK2", "b1", &tag, 1, ""));
+    let tag = h.answered_call("b1");
     h.ep.hang_up(h.now, CallHandle(1), EndReason::LocalHangup, &mut h.pool);
     let out = h.drain();
     let bye = requests(&out).pop().expect("BYE");
@@ -145,9 +141,7 @@ fn hang_up_sends_bye_that_retransmits_until_answered() {
 #[test]
 fn refer_then_notify_sipfrag_reports_the_transfer() {
     let mut h = Harness::new(EndpointConfig::default());
-    let out = h.send(&invite("z9hG4bK1", "t1", OFFER));
-    let tag = to_tag(&responses(&out)[1]);
-    h.send(&in_dialog("ACK", "z9hG4bK2", "t1", &tag, 1, ""));
+    let tag = h.answered_call("t1");
     let request = TransferRequest {
         target: "sip:queue-help@127.0.0.1:5090".into(),
         headers: vec![("X-Case-Id".into(), "C1".into())],
@@ -180,9 +174,7 @@ fn refer_then_notify_sipfrag_reports_the_transfer() {
 #[test]
 fn refused_or_unanswered_refer_fails_the_transfer() {
     let mut h = Harness::new(EndpointConfig::default());
-    let out = h.send(&invite("z9hG4bK1", "t2", OFFER));
-    let tag = to_tag(&responses(&out)[1]);
-    h.send(&in_dialog("ACK", "z9hG4bK2", "t2", &tag, 1, ""));
+    h.answered_call("t2");
     let request = TransferRequest {
         target: "sip:110@127.0.0.1".into(),
         headers: vec![],

@@ -96,9 +96,7 @@ fn the_refer_target_comes_from_the_plan_whatever_the_caller_sent() {
 #[test]
 fn a_stranger_who_knows_the_dialog_cannot_end_it_nor_fake_a_transfer() {
     let mut h = Harness::new(EndpointConfig::default());
-    let out = h.send(&invite("z9hG4bK1", "s1", OFFER));
-    let tag = to_tag(&responses(&out)[1]);
-    h.send(&in_dialog("ACK", "z9hG4bK2", "s1", &tag, 1, ""));
+    let tag = h.answered_call("s1");
     let request = TransferRequest {
         target: PLAN_TARGET.into(),
         headers: vec![],
