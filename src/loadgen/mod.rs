@@ -173,25 +173,16 @@ impl Transmit for Tx<'_> {
     }
 }
 
-/// Receive buffer of the SIP socket, as ivrd's: this one task also sends every call's RTP, and
-/// at 3,000 calls the default buffer (~200 KiB) overflowed while it did; every response lost
-/// then cost a call seconds of retransmissions (set-up times of up to 11.6 s that ivrd never
-/// saw: it answered each INVITE within 0.21 s).
-const SIP_RECV_BUFFER: usize = 4 << 20;
-
-fn bind_sip(bind: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(bind)?;
-    socket.set_nonblocking(true)?;
-    crate::udp_batch::set_recv_buffer(&socket, SIP_RECV_BUFFER)?;
-    UdpSocket::from_std(socket)
-}
-
 /// Places `opts.calls` calls and waits for all of them to end. Run it on a current-thread tokio
 /// runtime: everything happens in this one task.
 pub async fn run(opts: &Options) -> Result<Report, LoadgenError> {
     let local_ip = opts.target.ip();
     let bind = SocketAddr::new(local_ip, 0);
-    let sip = bind_sip(bind).map_err(|source| LoadgenError::Bind { addr: bind, source })?;
+    // Bound as ivrd binds its own (a 4 MiB receive buffer): this one task also sends every
+    // call's RTP, and at 3,000 calls the default buffer (~200 KiB) overflowed meanwhile; every
+    // response lost then cost a call seconds of retransmissions that ivrd never saw.
+    let sip = crate::runtime::transport::bind_udp(bind)
+        .map_err(|source| LoadgenError::Bind { addr: bind, source })?;
     let local = sip
         .local_addr()
         .map_err(|source| LoadgenError::Bind { addr: bind, source })?;
