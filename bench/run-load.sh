@@ -92,7 +92,7 @@ log_time() { # the timestamp (seconds since the epoch) of the first line matchin
 # 5, 10 and 20 ms late (ivrd_media_tick_lateness_seconds), and how many took more than 6, 10 and
 # 15 ms of work (ivrd_media_tick_work_seconds). A stall that shows in the RTP spacing but in
 # neither happened outside ivrd's ticks (see stall_canary.py).
-tick_lateness() {
+media_ticks() {
     awk '
         FNR == 1 { file++ }
         $1 ~ /^ivrd_media_tick_(lateness|work)_seconds_(bucket|count)/ {
@@ -306,7 +306,7 @@ load_row() {
                 (lg1 - lg0) * 1000 / hz / (up * secs)
         }'
     echo "   (work dir $WORK; $DRIVER: $LG)" >&2
-    echo "   (media ticks during the capture: $(tick_lateness "$WORK/metrics-capture-start.txt" "$WORK/metrics-capture-end.txt"))" >&2
+    echo "   (media ticks during the capture: $(media_ticks "$WORK/metrics-capture-start.txt" "$WORK/metrics-capture-end.txt"))" >&2
     echo "   (CPU stalls > 2 ms during the capture: $(field stalls "$SPACING"), longest $(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { print m }' "$WORK/stalls.txt") ms; RTP outside them: max Δ $(field max_ms_outside_stalls "$SPACING") ms, $(field out_of_20pm5_outside_stalls "$SPACING") outside 20±5 ms)" >&2
     drop_audio
 }
