@@ -4,6 +4,10 @@
 //!   with `recv_from` that was two calls per socket per tick (the packet, then the `EAGAIN`);
 //! - `ivrd-loadgen` sends one tick of every call's audio from one socket and drains ivrd's RTP.
 //!
+//! A socket asked with [`enable_receive_timestamps`] also hands each datagram's kernel receive
+//! time over ([`Datagram::received_at`]): the media clock reads a socket only every few ticks,
+//! and RTP jitter and RTCP's delay since the last SR are about when a packet arrived.
+//!
 //! std and socket2 offer neither call, so this is where the `unsafe` is. The unsafe blocks only
 //! hand the kernel pointers into buffers that [`SendBatch`] and [`RecvBatch`] own and do not
 //! touch during the call; the safe API cannot make them dangle.
@@ -12,6 +16,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, SystemTime};
 
 use socket2::SockAddr;
 
@@ -150,6 +155,9 @@ pub struct RecvBatch {
     lens: Vec<usize>,
     truncated: Vec<bool>,
     names: Vec<libc::sockaddr_storage>,
+    /// Room for each datagram's control messages (the receive timestamp) and what they said.
+    controls: Vec<Control>,
+    received_at: Vec<Option<SystemTime>>,
     /// The kernel's view of the buffers above, rebuilt in place before each call (no
     /// allocation on the packet path).
     iov: Vec<libc::iovec>,
@@ -162,6 +170,12 @@ pub struct RecvBatch {
 // buffers with it.
 unsafe impl Send for RecvBatch {}
 
+/// Room for one `SCM_TIMESTAMPNS` control message (a `cmsghdr` and a `timespec`: 32 bytes on
+/// 64-bit Linux) with slack, aligned as `cmsghdr` requires.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 64]);
+
 /// One datagram of a [`RecvBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram<'a> {
@@ -171,6 +185,9 @@ pub struct Datagram<'a> {
     pub bytes: &'a [u8],
     /// It was longer than the slot and `bytes` is its beginning only.
     pub truncated: bool,
+    /// When the kernel received it (wall clock), on a socket with
+    /// [`enable_receive_timestamps`]; `None` otherwise.
+    pub received_at: Option<SystemTime>,
 }
 
 impl RecvBatch {
@@ -185,6 +202,8 @@ impl RecvBatch {
             truncated: vec![false; capacity],
             // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
             names: vec![unsafe { zeroed() }; capacity],
+            controls: vec![Control([0; 64]); capacity],
+            received_at: vec![None; capacity],
             iov: Vec::with_capacity(capacity),
             hdrs: Vec::with_capacity(capacity),
             received: 0,
@@ -204,6 +223,7 @@ impl RecvBatch {
         let n = self.capacity();
         let data = self.data.as_mut_ptr();
         let names = self.names.as_mut_ptr();
+        let controls = self.controls.as_mut_ptr();
         self.iov.clear();
         for i in 0..n {
             self.iov.push(libc::iovec {
@@ -220,6 +240,8 @@ impl RecvBatch {
             hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = iov_base.wrapping_add(i);
             hdr.msg_iovlen = 1;
+            hdr.msg_control = controls.wrapping_add(i).cast();
+            hdr.msg_controllen = size_of::<Control>();
             self.hdrs.push(libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -227,8 +249,9 @@ impl RecvBatch {
         }
         self.received = 0;
         let r = loop {
-            // SAFETY: every header points at a name buffer of the size it declares and one iovec
-            // over a distinct `slot`-byte part of `self.data`; all outlive the call. No timeout.
+            // SAFETY: every header points at a name buffer and a control buffer of the sizes it
+            // declares and one iovec over a distinct `slot`-byte part of `self.data`; all outlive
+            // the call. No timeout.
             let r = unsafe {
                 libc::recvmmsg(
                     socket.as_fd().as_raw_fd(),
@@ -252,6 +275,7 @@ impl RecvBatch {
             // msg_len is the datagram's bytes copied into our slot (at most `slot`).
             self.lens[i] = (hdr.msg_len as usize).min(self.slot);
             self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.received_at[i] = receive_timestamp(&hdr.msg_hdr);
         }
         self.received = r;
         Ok(r)
@@ -265,8 +289,55 @@ impl RecvBatch {
                 source: socket_addr(&self.names[i]),
                 bytes: &self.data[at..at + self.lens[i]],
                 truncated: self.truncated[i],
+                received_at: self.received_at[i],
             }
         })
+    }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received datagram, if the kernel attached one.
+fn receive_timestamp(hdr: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: `hdr` is a header recvmmsg just filled in: its control pointer and (shortened)
+    // length describe our own `Control` buffer, which the CMSG_* walk stays inside of.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET
+                && c.cmsg_type == libc::SCM_TIMESTAMPNS
+                && c.cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                let secs = u64::try_from(ts.tv_sec).ok()?;
+                let nanos = u32::try_from(ts.tv_nsec).ok()?;
+                return SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to stamp each datagram `socket` receives with the wall-clock time of its
+/// arrival (`SO_TIMESTAMPNS`), which [`RecvBatch::recv`] then reports in
+/// [`Datagram::received_at`].
+pub fn enable_receive_timestamps(socket: &impl AsFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from the pointer we pass with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -382,6 +453,26 @@ mod tests {
         }
         assert_eq!(recv.recv(&rx).unwrap(), 3);
         assert_eq!(recv.recv(&rx).unwrap(), 0);
+    }
+
+    #[test]
+    fn datagrams_carry_their_kernel_receive_time_once_the_socket_is_asked() {
+        let (rx, tx) = (bound(), bound());
+        let mut recv = RecvBatch::new(4, 1500);
+        tx.send_to(b"before", rx.local_addr().unwrap()).unwrap();
+        assert_eq!(recv.recv(&rx).unwrap(), 1);
+        assert_eq!(recv.iter().next().unwrap().received_at, None);
+
+        enable_receive_timestamps(&rx).unwrap();
+        let sent = SystemTime::now();
+        tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+        tx.send_to(b"two", rx.local_addr().unwrap()).unwrap();
+        assert_eq!(recv.recv(&rx).unwrap(), 2);
+        let read = SystemTime::now();
+        let stamps: Vec<SystemTime> = recv.iter().filter_map(|d| d.received_at).collect();
+        assert_eq!(stamps.len(), 2);
+        // Between the send and the read, in arrival order.
+        assert!(sent <= stamps[0] && stamps[0] <= stamps[1] && stamps[1] <= read);
     }
 
     #[test]

@@ -18,6 +18,8 @@ struct Rig {
     caller_rtcp: UdpSocket,
     ivrd_rtp: SocketAddr,
     t0: Instant,
+    /// The wall clock at `t0`: tick n is at `t0 + n × 20 ms` on both clocks.
+    wall0: SystemTime,
     scratch: TickScratch,
 }
 
@@ -43,7 +45,7 @@ fn rig() -> Rig {
     let (caller, caller_rtcp) = bind_pair();
     let (rtp, rtcp) = (bind(), bind());
     let ivrd_rtp = rtp.local_addr().expect("addr");
-    let t0 = Instant::now();
+    let (t0, wall0) = (Instant::now(), SystemTime::now());
     let params = SessionParams {
         codec: Codec::Pcmu,
         codec_pt: 0,
@@ -67,17 +69,23 @@ fn rig() -> Rig {
         caller_rtcp,
         ivrd_rtp,
         t0,
+        wall0,
         scratch: TickScratch::default(),
     }
 }
 
 impl Rig {
-    fn tick(&mut self, n: u32) {
-        let clock = TickClock {
+    fn clock(&self, n: u32) -> TickClock {
+        TickClock {
             now: self.t0 + TICK * n,
+            wall: self.wall0 + TICK * n,
             ntp: crate::media::rtcp::NtpTimestamp::from_unix(Duration::from_secs(1)),
             count: u64::from(n),
-        };
+        }
+    }
+
+    fn tick(&mut self, n: u32) {
+        let clock = self.clock(n);
         self.media.on_tick(&clock, &mut self.scratch);
     }
 
@@ -262,11 +270,7 @@ fn a_flood_at_the_port_is_read_in_one_tick_and_counted() {
 fn finish_sends_rtcp_bye_and_hands_back_the_session() {
     let mut r = rig();
     r.tick(1);
-    let clock = TickClock {
-        now: r.t0 + TICK * 2,
-        ntp: crate::media::rtcp::NtpTimestamp::from_unix(Duration::from_secs(2)),
-        count: 2,
-    };
+    let clock = r.clock(2);
     let Rig {
         media,
         mut notices,
@@ -299,6 +303,7 @@ fn a_flooded_socket_is_drained_between_ticks_until_a_quiet_tick() {
             stranger.send_to(&[0u8; 40], to).expect("send");
         }
     };
+    // The rig's call (key 1) reads at odd ticks (every other, spread by key).
     flood(FLOODED_READS_PER_TICK - 1);
     r.tick(1);
     assert!(!r.media.is_flooded(), "below the threshold");
@@ -312,7 +317,8 @@ fn a_flooded_socket_is_drained_between_ticks_until_a_quiet_tick() {
     assert!(r.media.is_flooded());
     // Between ticks a flooded socket is read, and what was read counts for the next tick.
     flood(10);
-    r.media.drain_flood(r.t0 + TICK * 3, &mut r.scratch.batch);
+    let clock = r.clock(3);
+    r.media.drain_flood(&clock, &mut r.scratch.batch);
     assert_eq!(
         r.media.session.counters().malformed,
         2 * FLOODED_READS_PER_TICK as u64 + 9
@@ -325,9 +331,57 @@ fn a_flooded_socket_is_drained_between_ticks_until_a_quiet_tick() {
     assert!(!r.media.is_flooded(), "a quiet tick ends it");
     // A socket that is not flooded is left to the tick.
     flood(5);
-    r.media.drain_flood(r.t0 + TICK * 5, &mut r.scratch.batch);
+    let clock = r.clock(5);
+    r.media.drain_flood(&clock, &mut r.scratch.batch);
     assert_eq!(
         r.media.session.counters().malformed,
         3 * FLOODED_READS_PER_TICK as u64 - 1
     );
+}
+
+#[test]
+fn an_arrival_is_the_kernels_receive_time_placed_on_the_ticks_clock() {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let clock = TickClock {
+        now,
+        wall,
+        ntp: crate::media::rtcp::NtpTimestamp::from_unix(Duration::from_secs(1)),
+        count: 0,
+    };
+    let ms = Duration::from_millis;
+    assert_eq!(clock.arrival(Some(wall - ms(70))), now - ms(70));
+    assert_eq!(
+        clock.arrival(Some(wall - MAX_ARRIVAL_AGE)),
+        now - MAX_ARRIVAL_AGE
+    );
+    // No stamp, a stamp from during the tick's work, one from before a wall-clock step.
+    assert_eq!(clock.arrival(None), now);
+    assert_eq!(clock.arrival(Some(wall + ms(3))), now);
+    assert_eq!(clock.arrival(Some(wall - MAX_ARRIVAL_AGE - ms(1))), now);
+}
+
+#[test]
+fn jitter_counts_from_when_packets_arrived_not_from_when_the_clock_read_them() {
+    let mut r = rig();
+    let mut tx = RtpSender::new(55, 1, 0);
+    let mut pkt = [0u8; 256];
+    let mut send = |r: &Rig| {
+        let len = tx
+            .write_packet(0, false, &[0xFF; FRAME_SAMPLES], &mut pkt)
+            .expect("packet");
+        tx.advance(FRAME_SAMPLES as u32);
+        r.caller.send_to(&pkt[..len], r.ivrd_rtp).expect("send");
+    };
+    // Two packets 20 ms apart in RTP time, sent back to back, read four ticks (80 ms) apart.
+    send(&r);
+    r.tick(1);
+    send(&r);
+    r.tick(5);
+    assert_eq!(r.media.session.receiver().packets(), 2);
+    // RFC 3550 A.8: J = |D| / 16 after the second packet. Arrival-based, |D| is the 160
+    // samples between the timestamps less the real gap between the sends (well under 10 ms
+    // = 80 samples, even on a busy machine): J from 5 to 10. Read-based it would be the 640
+    // samples between the reads less the 160: J = 30.
+    let jitter = r.media.session.receiver().jitter();
+    assert!((5..=10).contains(&jitter), "jitter {jitter} samples");
 }

@@ -210,8 +210,9 @@ impl WorkerLoop {
             let now = Instant::now();
             let flooded = self.flooded > 0;
             if flooded && now >= next_drain && now < next_tick {
+                let clock = self.clock(now);
                 for call in &mut self.calls {
-                    call.drain_flood(now, &mut self.scratch.batch);
+                    call.drain_flood(&clock, &mut self.scratch.batch);
                 }
                 next_drain = now + FLOOD_DRAIN_EVERY;
             }
@@ -299,12 +300,12 @@ impl WorkerLoop {
     }
 
     fn clock(&self, now: Instant) -> TickClock {
+        let wall = SystemTime::now();
         TickClock {
             now,
+            wall,
             ntp: crate::media::rtcp::NtpTimestamp::from_unix(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default(),
+                wall.duration_since(UNIX_EPOCH).unwrap_or_default(),
             ),
             count: self.ticks,
         }
