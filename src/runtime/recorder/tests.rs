@@ -318,3 +318,44 @@ fn call_ids_with_dots_keep_their_whole_stem_and_digest() {
         a.to_str()
     );
 }
+
+/// (policy, rt_priority) of every thread of this process named `name`.
+fn thread_policies(name: &str) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name; field N (1-based) is index N - 3 of these.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        found.push((
+            fields[41 - 3].parse().unwrap(),
+            fields[40 - 3].parse().unwrap(),
+        ));
+    }
+    found
+}
+
+#[test]
+fn the_writer_thread_runs_at_the_priority_it_was_spawned_with_where_permitted() {
+    let permitted = std::thread::spawn(|| crate::runtime::thread_priority::set_realtime(4).is_ok())
+        .join()
+        .unwrap();
+    let dir = ScratchDir::new("rec-prio");
+    let writer = RecordingWriter::spawn_with_priority(&dir.0, 64, 4).unwrap();
+    // A finished recording is a round trip through the writer's loop, which starts after the
+    // thread has asked for its priority.
+    record(&writer, &RecordingName::for_call("prio", DAY), 3)
+        .finish_blocking()
+        .unwrap();
+    let rr4 = (libc::SCHED_RR as u32, 4);
+    assert_eq!(
+        thread_policies("ivrd-recorder").contains(&rr4),
+        permitted,
+        "permitted: {permitted}"
+    );
+}
