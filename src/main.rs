@@ -8,16 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's malloc. In glibc a thread that frees memory from another
-/// thread's arena takes that arena's lock, and the media clock's real-time workers and the
-/// calls' tasks free what the other allocated (commands, prompt lists, finished media). A task
-/// preempted while holding such a lock held a worker's tick with it: at 3,000 calls the
-/// workers waited on glibc's lock 4–10 times per 15 s, once 7 ms of a 20 ms tick (`perf record
-/// -e sched:sched_switch` on the workers); with mimalloc, which hands a foreign free to the
-/// owning heap without a lock, never. Same CPU, ~2.5 KiB more RSS per call (bench/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Threads for blocking (disk) work; see the runtime builder in `main`.
 const MAX_BLOCKING_THREADS: usize = 32;
 
