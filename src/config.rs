@@ -124,8 +124,7 @@ pub struct MediaSection {
     /// Threads of the shared 20 ms media clock; 0 means one per core.
     pub clock_threads: usize,
     /// Real-time (`SCHED_RR`) priority of the media clock threads, 1–99; 0 leaves them at
-    /// normal priority. The recording writer runs one below it (at normal priority for 0 or 1),
-    /// so that on a saturated machine the audio waiting to be written is not dropped. Needs CAP_SYS_NICE or an RTPRIO limit; without either the threads
+    /// normal priority. Needs CAP_SYS_NICE or an RTPRIO limit; without either the threads
     /// run at normal priority and the daemon says so at start-up.
     pub clock_priority: u8,
 }

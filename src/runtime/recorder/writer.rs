@@ -169,34 +169,10 @@ impl RecordingWriter {
     /// queued messages (each call sends one per 0.25 s, and one per 0.5 s while it takes a
     /// message; size it for ~1 s of all calls).
     pub fn spawn(storage_dir: &Path, queue_blocks: usize) -> Result<Self, RecordingError> {
-        Self::spawn_with_priority(storage_dir, queue_blocks, 0)
-    }
-
-    /// [`Self::spawn`], with the writer thread under `SCHED_RR` at `priority` (0: normal).
-    ///
-    /// The daemon puts it just below the media clock. Blocks wait in a bounded queue (about a
-    /// second and a half of every call's audio at 3,000 calls) and are dropped when it is full;
-    /// at normal priority the writer shares what the real-time media workers leave with every
-    /// other thread on the machine, and when that is too little for a few seconds, recordings
-    /// lose audio: at 3,000 calls on a saturated 2-core host one run refused 306 recordings
-    /// ("recording writer is overloaded"). Above them, it runs whenever it has a block to
-    /// write. Its work is bounded by the audio coming in (~0.2 core at 3,000 calls) and it
-    /// sleeps on the disk, so it cannot starve the others for long.
-    pub fn spawn_with_priority(
-        storage_dir: &Path,
-        queue_blocks: usize,
-        priority: u8,
-    ) -> Result<Self, RecordingError> {
         let (writer, worker) = Self::new(storage_dir, queue_blocks);
         std::thread::Builder::new()
             .name("ivrd-recorder".into())
-            .spawn(move || {
-                // Refused where the media clock was refused too, which says so at start-up.
-                if let Err(e) = crate::runtime::thread_priority::set_realtime(priority) {
-                    tracing::debug!(error = %e, priority, "recording writer at normal priority");
-                }
-                worker.run()
-            })
+            .spawn(move || worker.run())
             .map_err(|source| RecordingError::SpawnWriter {
                 path: storage_dir.to_path_buf(),
                 source,
