@@ -114,6 +114,7 @@ pub(super) struct RecordingMetrics {
     bytes: IntCounterVec,
     seconds: CounterVec,
     failures: IntCounterVec,
+    dropped: CounterVec,
     repaired: IntCounter,
 }
 
@@ -141,6 +142,12 @@ impl RecordingMetrics {
                 "Recordings that could not be written or finalised, by kind.",
                 &kind,
             )?,
+            dropped: reg.float_counter_vec(
+                "ivrd_recording_dropped_seconds_total",
+                "Audio missing from finalised recordings because the recording writer fell \
+                 behind (the gap is silence in the file), by kind.",
+                &kind,
+            )?,
             repaired: reg.counter(
                 "ivrd_recording_repaired_total",
                 "Unfinished .part recordings repaired and finalised at start-up.",
@@ -152,6 +159,7 @@ impl RecordingMetrics {
         }
         for k in &kinds {
             m.seconds.with_label_values(k);
+            m.dropped.with_label_values(k);
         }
         Ok(m)
     }
@@ -225,6 +233,14 @@ impl Metrics {
         self.recording
             .seconds
             .with_label_values(&k)
+            .inc_by(audio.as_secs_f64());
+    }
+
+    /// Adds audio a finalised recording lacks because the writer's queue was full.
+    pub fn recording_dropped(&self, kind: RecordingKind, audio: Duration) {
+        self.recording
+            .dropped
+            .with_label_values(&[kind.as_str()])
             .inc_by(audio.as_secs_f64());
     }
 

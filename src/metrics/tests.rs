@@ -11,7 +11,7 @@ use crate::sip::method::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 49] = [
+const EXPECTED_NAMES: [&str; 50] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -54,6 +54,7 @@ const EXPECTED_NAMES: [&str; 49] = [
     "ivrd_recording_bytes_total",
     "ivrd_recording_seconds_total",
     "ivrd_recording_failures_total",
+    "ivrd_recording_dropped_seconds_total",
     "ivrd_recording_repaired_total",
     "ivrd_outbox_pending_cases",
     "ivrd_outbox_dead_cases",
@@ -272,7 +273,23 @@ fn helpers_move_the_series_they_name() {
     m.set_rtp_ports(12, 100);
     m.set_outbox_state(0, 2, None);
     m.recording_finished(RecordingKind::Message, 1000, Duration::from_millis(2500));
+    m.recording_dropped(RecordingKind::Call, Duration::from_millis(500));
+    m.recording_dropped(RecordingKind::Call, Duration::from_millis(250));
     let text = m.render().unwrap();
+    assert_eq!(
+        value(
+            &text,
+            r#"ivrd_recording_dropped_seconds_total{kind="call"}"#
+        ),
+        Some(0.75)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"ivrd_recording_dropped_seconds_total{kind="message"}"#
+        ),
+        Some(0.0)
+    );
     let other = r#"ivrd_sip_responses_sent_total{class="4xx",code="405",method="other"}"#;
     assert_eq!(value(&text, other), Some(1.0));
     let busy = r#"ivrd_sip_responses_sent_total{class="4xx",code="486",method="INVITE"}"#;

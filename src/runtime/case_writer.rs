@@ -353,7 +353,15 @@ pub fn observe_recording(
     result: &Result<RecordingSummary, crate::runtime::recorder::RecordingError>,
 ) {
     match result {
-        Ok(s) => metrics.recording_finished(kind, s.bytes, Duration::from_millis(s.duration_ms)),
+        Ok(s) => {
+            metrics.recording_finished(kind, s.bytes, Duration::from_millis(s.duration_ms));
+            if s.dropped_frames > 0 {
+                let lost =
+                    Duration::from_millis(s.dropped_frames * crate::runtime::recorder::FRAME_MS);
+                tracing::warn!(path = %s.relative_path.display(), lost_ms = lost.as_millis(), "recording lacks audio: the writer fell behind");
+                metrics.recording_dropped(kind, lost);
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "recording failed");
             metrics.recording_failed(kind);
@@ -452,5 +460,43 @@ mod tests {
         assert_eq!(spool.retry_held().await, 0);
         assert_eq!(leftovers(), 0, "cleared once the case is on disk");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod recording_metrics_tests {
+    use super::*;
+    use crate::runtime::recorder::RecordingSummary;
+
+    fn rendered(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn audio_a_finished_recording_lacks_is_counted_and_a_complete_one_adds_nothing() {
+        let metrics = Metrics::new().unwrap();
+        let summary = |dropped_frames| {
+            Ok(RecordingSummary {
+                path: "/s/recordings/r.wav".into(),
+                relative_path: "recordings/r.wav".into(),
+                duration_ms: 10_000,
+                bytes: 320_044,
+                sha256: String::new(),
+                format: "wav",
+                dropped_frames,
+            })
+        };
+        observe_recording(&metrics, RecordingKind::Call, &summary(0));
+        observe_recording(&metrics, RecordingKind::Call, &summary(25));
+        let text = metrics.render().unwrap();
+        let call = r#"ivrd_recording_dropped_seconds_total{kind="call"}"#;
+        assert_eq!(rendered(&text, call), Some(0.5), "25 frames of 20 ms");
+        let files = r#"ivrd_recording_files_total{kind="call"}"#;
+        assert_eq!(
+            rendered(&text, files),
+            Some(2.0),
+            "both are still recordings"
+        );
     }
 }
