@@ -13,8 +13,7 @@ use common::test_config;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sipp_runner::{Run, SIPP, ere_escape, instantiate, wait_cases, work_dir, write_rfc4733_pcap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -433,15 +432,7 @@ fn hang_up_in_a_menu_is_abandoned_there() {
 
 /// `ivrd_calls_active` from GET /metrics.
 fn calls_active(metrics: SocketAddr) -> f64 {
-    let mut stream = TcpStream::connect(metrics).expect("connect to /metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: ivrd\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
+    let body = common::scrape_metrics(metrics);
     body.lines()
         .find_map(|l| l.strip_prefix("ivrd_calls_active "))
         .and_then(|v| v.trim().parse().ok())

@@ -4,12 +4,12 @@
 //! serving. The tests synchronise on the daemon's log file and on case files, never on sleeps
 //! alone, and bound every wait.
 
+mod common;
 mod sipp_runner;
 
 use sha2::{Digest, Sha256};
 use sipp_runner::{Run, SIPP, free_port, instantiate, wait_cases, work_dir};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -282,16 +282,7 @@ fn plans_of_calls_by(cases: &[serde_json::Value], pid: u32) -> Vec<(String, Stri
 }
 
 fn scrape(metrics: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(metrics).expect("connect to /metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: ivrd\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
-    body
+    common::scrape_metrics(metrics)
 }
 
 /// The value of the exposition line that starts with `series`.

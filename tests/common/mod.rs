@@ -123,20 +123,25 @@ impl TestServer {
 impl TestServer {
     /// The body of `GET /metrics` (Prometheus text).
     pub fn scrape(&self) -> String {
-        let mut stream = TcpStream::connect(self.metrics).expect("connect to /metrics");
-        stream
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .expect("timeout");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: ivrd\r\n\r\n")
-            .expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or(response)
+        scrape_metrics(self.metrics)
     }
+}
+
+/// The body of `GET /metrics` from ivrd's metrics listener at `metrics`.
+pub fn scrape_metrics(metrics: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(metrics).expect("connect to /metrics");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: ivrd\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(response)
 }
 
 impl Drop for TestServer {
