@@ -24,6 +24,23 @@ pub fn set_realtime(priority: u8) -> std::io::Result<bool> {
     }
 }
 
+/// Sets the calling thread's nice value (-20–19; lower runs more). A thread with a negative
+/// nice value still shares the CPU with everything else under the fair scheduler, only with a
+/// larger weight, so unlike `SCHED_RR` it cannot keep a lock holder off the CPU for long.
+/// An error when the kernel refuses (no CAP_SYS_NICE or RLIMIT_NICE below it).
+pub fn set_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain system call on our own thread id; PRIO_PROCESS with a thread id sets that
+    // thread's nice value on Linux.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +54,30 @@ mod tests {
         // Field 3 (state) is after_comm's index 0, so field N is index N - 3.
         let field = |n: usize| fields[n - 3].parse::<u32>().expect("number");
         (field(41), field(40))
+    }
+
+    /// The calling thread's nice value: field 19 of /proc/thread-self/stat.
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+        after_comm
+            .split(' ')
+            .nth(19 - 3)
+            .expect("field")
+            .parse()
+            .expect("number")
+    }
+
+    #[test]
+    fn a_permitted_nice_value_applies_to_the_calling_thread_only() {
+        let before = own_nice();
+        std::thread::spawn(|| match set_nice(-3) {
+            Ok(()) => assert_eq!(own_nice(), -3),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}"),
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(own_nice(), before, "other threads keep theirs");
     }
 
     #[test]
