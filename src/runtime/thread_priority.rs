@@ -45,27 +45,26 @@ pub fn set_nice(nice: i32) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// The calling thread's (policy, rt_priority): fields 41 and 40 of /proc/thread-self/stat.
-    fn own_policy() -> (u32, u32) {
+    /// Field `n` (1-based, as in proc(5)) of /proc/thread-self/stat for the calling thread.
+    fn own_stat_field<T: std::str::FromStr>(n: usize) -> T {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
         // The command name may hold spaces; the fields after it are plain numbers.
         let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = after_comm.split(' ').collect();
-        // Field 3 (state) is after_comm's index 0, so field N is index N - 3.
-        let field = |n: usize| fields[n - 3].parse::<u32>().expect("number");
-        (field(41), field(40))
+        // Field 3 (state) is after_comm's first, so field N is its (N - 3)th.
+        let field = after_comm.split(' ').nth(n - 3).expect("field");
+        field
+            .parse()
+            .unwrap_or_else(|_| panic!("field {n} is {field:?}"))
     }
 
-    /// The calling thread's nice value: field 19 of /proc/thread-self/stat.
+    /// The calling thread's (policy, rt_priority): fields 41 and 40.
+    fn own_policy() -> (u32, u32) {
+        (own_stat_field(41), own_stat_field(40))
+    }
+
+    /// The calling thread's nice value: field 19.
     fn own_nice() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-        let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-        after_comm
-            .split(' ')
-            .nth(19 - 3)
-            .expect("field")
-            .parse()
-            .expect("number")
+        own_stat_field(19)
     }
 
     #[test]
