@@ -23,7 +23,7 @@ mod outbox;
 mod register;
 mod sip;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

@@ -105,7 +105,7 @@ fn exercise(m: &Metrics) {
 }
 
 /// The value of one exact series (`name{labels}` as rendered), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -461,17 +461,6 @@ mod tests {
         assert_eq!(leftovers(), 0, "cleared once the case is on disk");
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-#[cfg(test)]
-mod recording_metrics_tests {
-    use super::*;
-    use crate::runtime::recorder::RecordingSummary;
-
-    fn rendered(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
 
     #[test]
     fn audio_a_finished_recording_lacks_is_counted_and_a_complete_one_adds_nothing() {
@@ -491,10 +480,14 @@ mod recording_metrics_tests {
         observe_recording(&metrics, RecordingKind::Call, &summary(25));
         let text = metrics.render().unwrap();
         let call = r#"ivrd_recording_dropped_seconds_total{kind="call"}"#;
-        assert_eq!(rendered(&text, call), Some(0.5), "25 frames of 20 ms");
+        assert_eq!(
+            crate::metrics::tests::value(&text, call),
+            Some(0.5),
+            "25 frames of 20 ms"
+        );
         let files = r#"ivrd_recording_files_total{kind="call"}"#;
         assert_eq!(
-            rendered(&text, files),
+            crate::metrics::tests::value(&text, files),
             Some(2.0),
             "both are still recordings"
         );
