@@ -235,8 +235,8 @@ impl TickClock {
 
 impl CallMedia {
     /// A call's media on its worker. The session's clock must already be on the worker's grid.
-    /// Asks the kernel to stamp what the sockets receive; without the stamps (an old kernel)
-    /// arrivals count from the read, as the jitter then shows.
+    /// The sockets should carry kernel receive timestamps (`RtpPortPool` binds them so);
+    /// without them arrivals count from the read, as the jitter then shows.
     pub fn new(
         key: u64,
         session: MediaSession,
@@ -245,11 +245,6 @@ impl CallMedia {
         recorder: Option<CallRecorder>,
         notices: UnboundedSender<MediaNotice>,
     ) -> Self {
-        for socket in [&rtp, &rtcp] {
-            if let Err(e) = crate::udp_batch::enable_receive_timestamps(socket) {
-                tracing::debug!(key, error = %e, "no kernel receive timestamps on a media socket");
-            }
-        }
         CallMedia {
             key,
             session,

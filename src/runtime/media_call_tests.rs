@@ -44,6 +44,10 @@ fn bind_pair() -> (UdpSocket, UdpSocket) {
 fn rig() -> Rig {
     let (caller, caller_rtcp) = bind_pair();
     let (rtp, rtcp) = (bind(), bind());
+    for socket in [&rtp, &rtcp] {
+        // As `RtpPortPool` binds a call's sockets.
+        crate::udp_batch::enable_receive_timestamps(socket).expect("SO_TIMESTAMPNS");
+    }
     let ivrd_rtp = rtp.local_addr().expect("addr");
     let (t0, wall0) = (Instant::now(), SystemTime::now());
     let params = SessionParams {

@@ -62,6 +62,12 @@ impl RtpPortPool {
         // memory; without CAP_NET_ADMIN the kernel caps the request at `net.core.rmem_max`.
         let _ = crate::udp_batch::set_recv_buffer(&rtp, RTP_RECV_BUFFER);
         rtcp.set_nonblocking(true).ok()?;
+        // The media clock reads these every few ticks; jitter and DLSR need the arrival time.
+        for socket in [&rtp, &rtcp] {
+            if let Err(e) = crate::udp_batch::enable_receive_timestamps(socket) {
+                tracing::debug!(port, error = %e, "no kernel receive timestamps on a media socket");
+            }
+        }
         Some(RtpSockets { rtp, rtcp })
     }
 }
@@ -137,5 +143,24 @@ mod tests {
         pool.release(base);
         assert_eq!(pool.usage().0, 1, "double release is harmless");
         drop(blocker);
+    }
+
+    #[test]
+    fn a_calls_sockets_come_non_blocking_with_kernel_receive_timestamps() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (base, held) = hold_block(ip);
+        drop(held);
+        let mut pool = RtpPortPool::new(ip, base, base + 1);
+        let port = pool.reserve().expect("a pair");
+        let sockets = pool.take(port).expect("bound");
+        let mut batch = crate::udp_batch::RecvBatch::new(4, 1500);
+        assert_eq!(batch.recv(&sockets.rtp).expect("non-blocking"), 0);
+        let caller = UdpSocket::bind((ip, 0)).expect("caller");
+        for socket in [&sockets.rtp, &sockets.rtcp] {
+            let to = socket.local_addr().expect("addr");
+            caller.send_to(b"x", to).expect("send");
+            assert_eq!(batch.recv(socket).expect("recv"), 1);
+            assert!(batch.iter().all(|d| d.received_at.is_some()), "{to}");
+        }
     }
 }
