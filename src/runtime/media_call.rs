@@ -43,6 +43,10 @@ pub const FLOODED_READS_PER_TICK: usize = 64;
 /// 0.470 ms of CPU per call-second at 3,000 calls against 0.462 and 0.465, for 40 ms more delay.)
 pub const RTP_READ_EVERY_TICKS: u64 = 2;
 
+/// Cache lines from the start of a [`CallMedia`] that [`CallMedia::prefetch`] fetches: the
+/// call's own fields, the message being taken and the session's hot part.
+const PREFETCH_LINES: usize = 16;
+
 /// RTCP is read every this many ticks (once a second): reports come every five seconds or so
 /// (RFC 3550 §6.2) and nothing in them is urgent, so polling more often would mostly be
 /// system calls that find nothing. The delay since the last SR that our reports carry
@@ -365,6 +369,23 @@ impl CallMedia {
             }
         }
         self.forward_events();
+    }
+
+    /// Asks the CPU to bring this call's state into the cache ahead of its tick: a worker
+    /// visits thousands of calls per tick, and each call's state is out of the caches by its
+    /// next one, so its first touches would each wait for memory.
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let base = (self as *const CallMedia).cast::<i8>();
+            for line in 0..PREFETCH_LINES {
+                // SAFETY: a prefetch is a hint that never faults and reads nothing back, even
+                // past the object; `wrapping_add` keeps the pointer arithmetic defined, and SSE
+                // is part of every x86_64 CPU.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line * 64)) };
+            }
+        }
     }
 
     /// Whether the clock should also drain this call's socket between ticks.
