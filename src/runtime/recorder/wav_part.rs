@@ -4,13 +4,16 @@
 //! Why not hound's writer (hound still reads recordings and prompts): its API takes one sample
 //! at a time and keeps a buffer per file, and its header update is a seek, a write, a seek, a
 //! write and a seek back. The writer thread appends whole blocks (0.48 s of stereo) for
-//! thousands of open files; here a block is one `write`, converted to little-endian bytes in a
-//! buffer the writer owns, and a header update is one `pwrite` that leaves the append offset
+//! thousands of open files; here a block is one `write` straight from the block's samples (on a
+//! little-endian machine they are already the file's bytes; elsewhere they are converted in a
+//! buffer the writer owns), and a header update is one `pwrite` that leaves the append offset
 //! alone. Profiled at 1,000 calls, hound's per-sample path was a fifth of the writer thread.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+
+use zerocopy::IntoBytes;
 
 /// Bytes before the first sample.
 pub(super) const HEADER_BYTES: u64 = 44;
@@ -42,12 +45,17 @@ impl WavPart {
         Ok(WavPart { file, ..part })
     }
 
-    /// Appends `samples` (interleaved) in one write; `scratch` holds their little-endian bytes.
+    /// Appends `samples` (interleaved) in one write. On a big-endian machine `scratch` holds
+    /// their little-endian bytes; on a little-endian one the samples are written as they lie
+    /// (copying them first was a sixth of the writer thread at 3,000 calls).
     pub(super) fn append(&mut self, samples: &[i16], scratch: &mut Vec<u8>) -> io::Result<()> {
+        if cfg!(target_endian = "little") {
+            return self.append_bytes(samples.as_bytes());
+        }
         scratch.clear();
-        scratch.resize(samples.len() * SAMPLE_BYTES, 0);
-        for (bytes, sample) in scratch.chunks_exact_mut(SAMPLE_BYTES).zip(samples) {
-            bytes.copy_from_slice(&sample.to_le_bytes());
+        scratch.reserve(samples.len() * SAMPLE_BYTES);
+        for sample in samples {
+            scratch.extend_from_slice(&sample.to_le_bytes());
         }
         self.append_bytes(scratch)
     }
