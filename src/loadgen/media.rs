@@ -24,9 +24,12 @@ const RECV_SLOT: usize = RTP_HEADER_LEN;
 /// per queued datagram here) holds ~13,000 packets, ~90 ms of ivrd's RTP at 3,000 calls, so a
 /// late tick loses nothing.
 const RECV_BUFFER: usize = 4 << 20;
-/// With [`RtpDrain::Sampled`] the buffer is also the backlog read at the start of each window:
-/// 1 MB (~3,300 packets, ~22 ms at 3,000 calls, 220 ms at 300) keeps that small.
-const SAMPLED_RECV_BUFFER: usize = 1 << 20;
+/// [`RtpDrain::Sampled`] asks for the same: the buffer must hold at least one tick of every
+/// call's packets, because ivrd's workers send their calls in the same order every tick. With 1 MB
+/// (~1,700 queued datagrams) the calls a worker sends last in each tick found the buffer full in
+/// every window and counted as "no media" (up to 198 of 6,000 calls at 3,000). The price is a
+/// larger backlog read at the start of each window.
+const SAMPLED_RECV_BUFFER: usize = RECV_BUFFER;
 /// Tries to find an even port whose odd neighbour is free too.
 const BIND_ATTEMPTS: usize = 64;
 /// [`RtpDrain::Sampled`]: read during the first `SAMPLE_WINDOW` of every `SAMPLE_PERIOD`.
