@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use prometheus::{CounterVec, Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 use super::register::{self, Reg};
 use super::{Metrics, MetricsError, RecordingKind};
@@ -25,6 +25,11 @@ const TICK_LATENESS_BUCKETS: [f64; 9] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02
 const TICK_WORK_BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.05,
 ];
+
+/// How long one operation of the recording writer took. Appends stay in the page cache and take
+/// tens of microseconds; the writer's queue holds ~1.5 s of every call's audio, so operations of
+/// 0.1 s and more, many in a row, are what makes calls drop audio.
+const WRITER_OP_BUCKETS: [f64; 8] = [0.000_1, 0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 10.0];
 
 /// The media group.
 pub(super) struct MediaMetrics {
@@ -119,6 +124,7 @@ pub(super) struct RecordingMetrics {
     failures: IntCounterVec,
     dropped: CounterVec,
     repaired: IntCounter,
+    writer_ops: HistogramVec,
 }
 
 impl RecordingMetrics {
@@ -155,6 +161,14 @@ impl RecordingMetrics {
                 "ivrd_recording_repaired_total",
                 "Unfinished .part recordings repaired and finalised at start-up.",
             )?,
+            writer_ops: reg.histogram_vec(
+                "ivrd_recording_writer_op_seconds",
+                "Time the recording writer thread spent on one file operation, by op (create: a \
+                 new recording's file and header; append: one block, with its header checkpoint \
+                 when due; close: the final header and hand-over to fsync).",
+                &["op"],
+                &WRITER_OP_BUCKETS,
+            )?,
         };
         let kinds = RecordingKind::ALL.map(|k| [k.as_str()]);
         for vec in [&m.files, &m.bytes, &m.failures] {
@@ -163,6 +177,9 @@ impl RecordingMetrics {
         for k in &kinds {
             m.seconds.with_label_values(k);
             m.dropped.with_label_values(k);
+        }
+        for op in ["create", "append", "close"] {
+            m.writer_ops.with_label_values(&[op]);
         }
         Ok(m)
     }
@@ -255,8 +272,26 @@ impl Metrics {
             .inc();
     }
 
+    /// The recording writer's per-operation histograms, resolved once for its thread.
+    pub fn recording_writer_ops(&self) -> WriterOpTimes {
+        let op = |name| self.recording.writer_ops.with_label_values(&[name]);
+        WriterOpTimes {
+            create: op("create"),
+            append: op("append"),
+            close: op("close"),
+        }
+    }
+
     /// Adds the `.part` files repaired at start-up.
     pub fn recordings_repaired(&self, files: u64) {
         self.recording.repaired.inc_by(files);
     }
+}
+
+/// `ivrd_recording_writer_op_seconds` by operation, for the writer thread to observe into.
+#[derive(Clone)]
+pub struct WriterOpTimes {
+    pub create: Histogram,
+    pub append: Histogram,
+    pub close: Histogram,
 }

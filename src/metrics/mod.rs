@@ -19,6 +19,7 @@
 mod calls;
 mod labels;
 mod media;
+pub use media::WriterOpTimes;
 mod outbox;
 mod register;
 mod sip;

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    CounterVec, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use super::MetricsError;
@@ -97,6 +97,18 @@ impl<'a> Reg<'a> {
     ) -> Result<Histogram, MetricsError> {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         self.add(name, Histogram::with_opts(opts))
+    }
+
+    /// A histogram with the given label names and upper bounds (in the metric's base unit).
+    pub(super) fn histogram_vec(
+        &self,
+        name: &'static str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<HistogramVec, MetricsError> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(name, HistogramVec::new(opts, labels))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::sip::method::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 50] = [
+const EXPECTED_NAMES: [&str; 51] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -56,6 +56,7 @@ const EXPECTED_NAMES: [&str; 50] = [
     "ivrd_recording_failures_total",
     "ivrd_recording_dropped_seconds_total",
     "ivrd_recording_repaired_total",
+    "ivrd_recording_writer_op_seconds",
     "ivrd_outbox_pending_cases",
     "ivrd_outbox_dead_cases",
     "ivrd_outbox_oldest_pending_age_seconds",
@@ -98,6 +99,7 @@ fn exercise(m: &Metrics) {
     m.recording_finished(RecordingKind::Call, 320_044, Duration::from_secs(10));
     m.recording_failed(RecordingKind::Message);
     m.recordings_repaired(1);
+    m.recording_writer_ops().create.observe(0.000_5);
     m.set_outbox_state(7, 1, Some(Duration::from_secs(90)));
     m.outbox_delivered(Duration::from_millis(300));
     m.outbox_retry();

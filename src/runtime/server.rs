@@ -565,9 +565,16 @@ async fn start_storage(
             tracing::error!(path = %b.display(), "unrepairable recording set aside");
         }
     }
-    let recorder = RecordingWriter::spawn(&dir, config.sip.max_calls.saturating_mul(4).max(64))
-        .map_err(|e| tracing::error!(error = %e, "recording writer not started; calls will not be recorded"))
-        .ok();
+    let queue_blocks = config.sip.max_calls.saturating_mul(4).max(64);
+    let recorder = RecordingWriter::spawn_timed(
+        &dir,
+        queue_blocks,
+        Some(metrics.recording_writer_ops()),
+    )
+    .map_err(
+        |e| tracing::error!(error = %e, "recording writer not started; calls will not be recorded"),
+    )
+    .ok();
     let outbox = Outbox::open(&dir)
         .map_err(
             |e| tracing::error!(error = %e, "case outbox not opened; cases will only be logged"),

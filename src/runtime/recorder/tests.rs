@@ -155,6 +155,32 @@ fn recordings_open_at_once_keep_their_own_bytes() {
 }
 
 #[test]
+fn a_timed_writer_observes_each_file_operation() {
+    let dir = ScratchDir::new("rec-timed");
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let writer =
+        RecordingWriter::spawn_timed(&dir.0, 64, Some(metrics.recording_writer_ops())).unwrap();
+    // Three full blocks and a tail: one create, three appends, one close.
+    let rec = record(
+        &writer,
+        &RecordingName::for_call("timed", DAY),
+        3 * PER_BLOCK + 1,
+    );
+    rec.finish_blocking().unwrap();
+    let scrape = metrics.render().unwrap();
+    let count = |op: &str| {
+        crate::metrics::tests::value(
+            &scrape,
+            &format!("ivrd_recording_writer_op_seconds_count{{op=\"{op}\"}}"),
+        )
+    };
+    assert_eq!(
+        (count("create"), count("append"), count("close")),
+        (Some(1.0), Some(3.0), Some(1.0))
+    );
+}
+
+#[test]
 fn summary_size_and_sha256_match_the_file() {
     let dir = ScratchDir::new("rec-sha");
     let writer = RecordingWriter::spawn(&dir.0, 64).unwrap();

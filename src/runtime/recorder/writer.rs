@@ -11,12 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Instant;
+
+use prometheus::Histogram;
 
 use super::finisher::Finisher;
 use super::open_recording::OpenRecording;
 use super::pool::BlockPool;
 use super::{Progress, RecordingError, RecordingName, RecordingSummary};
 use crate::media::g711::FRAME_SAMPLES;
+use crate::metrics::WriterOpTimes;
 
 /// Samples in one block: 12 frames (0.24 s) of stereo or 24 of mono, 7.5 KiB. Smaller blocks
 /// cost the writer more system calls; larger ones cost every open recording more memory (it
@@ -157,8 +161,11 @@ pub struct WriterWorker {
     /// Blocks received in this batch and in the one before: the pool keeps twice the larger.
     batch_blocks: usize,
     last_batch_blocks: usize,
-    /// A block's samples as little-endian bytes, on their way into a file.
+    /// Silence, and on big-endian hosts a block's samples as little-endian bytes, on their way
+    /// into a file.
     scratch: Vec<u8>,
+    /// Where each file operation's time goes (`ivrd_recording_writer_op_seconds`), if anywhere.
+    op_times: Option<WriterOpTimes>,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -172,7 +179,18 @@ impl RecordingWriter {
     /// queued messages (each call sends one per 0.25 s, and one per 0.5 s while it takes a
     /// message; size it for ~1 s of all calls).
     pub fn spawn(storage_dir: &Path, queue_blocks: usize) -> Result<Self, RecordingError> {
-        let (writer, worker) = Self::new(storage_dir, queue_blocks);
+        Self::spawn_timed(storage_dir, queue_blocks, None)
+    }
+
+    /// [`RecordingWriter::spawn`], observing how long each file operation takes into
+    /// `op_times`: when calls lose audio, they say which operation held the writer up.
+    pub fn spawn_timed(
+        storage_dir: &Path,
+        queue_blocks: usize,
+        op_times: Option<WriterOpTimes>,
+    ) -> Result<Self, RecordingError> {
+        let (writer, mut worker) = Self::new(storage_dir, queue_blocks);
+        worker.op_times = op_times;
         std::thread::Builder::new()
             .name("ivrd-recorder".into())
             .spawn(move || {
@@ -213,6 +231,7 @@ impl RecordingWriter {
             batch_blocks: 0,
             last_batch_blocks: 0,
             scratch: Vec::new(),
+            op_times: None,
         };
         let writer = RecordingWriter {
             tx,
@@ -346,12 +365,16 @@ impl WriterWorker {
                 progress,
             } => {
                 // A failed open is kept (with its error) so that `finish` can report it.
+                let started = Instant::now();
                 let rec = OpenRecording::create(&self.storage_dir, relative, channels, progress);
+                self.took(started, |t| &t.create);
                 self.open.insert(id, rec);
             }
             WriterMsg::Block { id, block } => {
                 if let Some(rec) = self.open.get_mut(&id) {
+                    let started = Instant::now();
                     rec.append(&block, &mut self.scratch);
+                    self.took(started, |t| &t.append);
                 }
                 self.written.push(block);
                 self.batch_blocks += 1;
@@ -387,6 +410,13 @@ impl WriterWorker {
         }
     }
 
+    /// Observes the time since `started` into the histogram `op` picks, if timed.
+    fn took(&self, started: Instant, op: impl Fn(&WriterOpTimes) -> &Histogram) {
+        if let Some(times) = &self.op_times {
+            op(times).observe(started.elapsed().as_secs_f64());
+        }
+    }
+
     fn put_back(&mut self) {
         let keep = 2 * self.batch_blocks.max(self.last_batch_blocks);
         self.pool.put_back(&mut self.written, keep);
@@ -400,6 +430,7 @@ impl WriterWorker {
         dropped_frames: u64,
         reply: Reply,
     ) {
+        let started = Instant::now();
         let closed = match self.open.remove(&id) {
             Some(mut rec) => {
                 if let Some(tail) = tail {
@@ -413,6 +444,7 @@ impl WriterWorker {
                 path: self.storage_dir.to_path_buf(),
             }),
         };
+        self.took(started, |t| &t.close);
         match closed {
             Ok(finishing) => self.finisher.finish(finishing, reply),
             Err(e) => {
