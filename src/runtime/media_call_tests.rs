@@ -29,19 +29,6 @@ fn bind() -> UdpSocket {
     s
 }
 
-/// A socket on a port named in its `bind`, as `RtpPortPool` binds a call's: one bound to port
-/// 0 would give its port up when `CallMedia` disconnects it (Linux keeps a UDP socket's port
-/// across a disconnect only if it was bound explicitly).
-fn bind_chosen_port() -> UdpSocket {
-    loop {
-        let free = bind().local_addr().expect("addr").port();
-        if let Ok(s) = UdpSocket::bind(("127.0.0.1", free)) {
-            s.set_nonblocking(true).expect("nonblocking");
-            return s;
-        }
-    }
-}
-
 /// Two sockets on adjacent ports, as RTP and RTCP (RFC 3550 §11).
 fn bind_pair() -> (UdpSocket, UdpSocket) {
     loop {
@@ -64,7 +51,7 @@ const NAT_SDP_ADDRESS: &str = "127.0.0.1:9";
 /// A rig whose caller's SDP gives `sdp` instead of the caller socket's own address.
 fn rig_with_sdp_address(sdp: Option<SocketAddr>) -> Rig {
     let (caller, caller_rtcp) = bind_pair();
-    let (rtp, rtcp) = (bind_chosen_port(), bind());
+    let (rtp, rtcp) = (bind(), bind());
     for socket in [&rtp, &rtcp] {
         // As `RtpPortPool` binds a call's sockets.
         crate::udp_batch::enable_receive_timestamps(socket).expect("SO_TIMESTAMPNS");
