@@ -22,14 +22,11 @@ use crate::udp_batch::{Flushed, MAX_BATCH, RecvBatch, SendBatch, set_recv_buffer
 const RECV_SLOT: usize = RTP_HEADER_LEN;
 /// Receive buffer asked for with [`RtpDrain::Full`]: 4 MB (the kernel books twice that, ~600 B
 /// per queued datagram here) holds ~13,000 packets, ~90 ms of ivrd's RTP at 3,000 calls, so a
-/// late tick loses nothing.
+/// late tick loses nothing. [`RtpDrain::Sampled`] needs it too: the buffer must hold one tick of
+/// every call's packets, because ivrd's workers send their calls in the same order every tick;
+/// with 1 MB (~1,700 datagrams) the calls sent last found it full in every window and counted
+/// as "no media" (up to 198 of 6,000 at 3,000 calls).
 const RECV_BUFFER: usize = 4 << 20;
-/// [`RtpDrain::Sampled`] asks for the same: the buffer must hold at least one tick of every
-/// call's packets, because ivrd's workers send their calls in the same order every tick. With 1 MB
-/// (~1,700 queued datagrams) the calls a worker sends last in each tick found the buffer full in
-/// every window and counted as "no media" (up to 198 of 6,000 calls at 3,000). The price is a
-/// larger backlog read at the start of each window.
-const SAMPLED_RECV_BUFFER: usize = RECV_BUFFER;
 /// Tries to find an even port whose odd neighbour is free too.
 const BIND_ATTEMPTS: usize = 64;
 /// [`RtpDrain::Sampled`]: read during the first `SAMPLE_WINDOW` of every `SAMPLE_PERIOD`.
@@ -128,8 +125,7 @@ impl SharedRtp {
             .map_err(|source| bind_err(here, source))?;
         let buffer = match mode {
             RtpDrain::Off => None,
-            RtpDrain::Full => Some(RECV_BUFFER),
-            RtpDrain::Sampled => Some(SAMPLED_RECV_BUFFER),
+            RtpDrain::Full | RtpDrain::Sampled => Some(RECV_BUFFER),
         };
         if let Some(bytes) = buffer {
             set_recv_buffer(&socket, bytes).map_err(|source| bind_err(here, source))?;
