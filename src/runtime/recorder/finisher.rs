@@ -6,8 +6,8 @@
 //!
 //! Finishes that queued while the thread waited on the disk are done as one group: the writeback
 //! of every file is started, each file is fsynced and renamed, then each folder is fsynced once
-//! for all the renames in it (a group commit), then each file is hashed and answered. At 3,000 calls the folder fsync per file was
-//! a seventh of this thread.
+//! for all the renames in it (a group commit), then each file is hashed and answered. At 3,000
+//! calls the folder fsync per file was a seventh of this thread.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
