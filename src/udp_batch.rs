@@ -341,6 +341,30 @@ pub fn enable_receive_timestamps(socket: &impl AsFd) -> io::Result<()> {
     }
 }
 
+/// Dissolves a UDP socket's `connect`: it takes datagrams from every source again and needs an
+/// address to send to. std has no call for it; `connect(2)` to an `AF_UNSPEC` address is how.
+/// The socket keeps its port only if its `bind` named one (as `RtpPortPool` binds a call's
+/// sockets): Linux unbinds a socket bound to port 0 on disconnect.
+pub fn disconnect(socket: &impl AsFd) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr is a valid address of family AF_UNSPEC (0); connect reads only
+    // the size we pass.
+    let mut unspec: libc::sockaddr = unsafe { zeroed() };
+    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: the pointer and size describe `unspec`, which outlives the call.
+    let r = unsafe {
+        libc::connect(
+            socket.as_fd().as_raw_fd(),
+            &unspec,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The address in a `sockaddr_storage` the kernel filled in (IPv4 or IPv6).
 fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(name.ss_family) {
@@ -553,5 +577,37 @@ mod tests {
         let before = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
         let after = set_recv_buffer(&s, 2 << 20).unwrap();
         assert!(after >= before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn a_disconnected_socket_hears_every_source_again_on_its_own_port() {
+        // Bound to a named port, as a call's RTP socket is.
+        let port = bound().local_addr().unwrap().port();
+        let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let (peer, other) = (bound(), bound());
+        s.connect(peer.local_addr().unwrap()).unwrap();
+        other.send_to(b"refused", s.local_addr().unwrap()).unwrap();
+        peer.send_to(b"peer", s.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"peer"[..], peer.local_addr().unwrap())
+        );
+        assert!(
+            s.recv_from(&mut buf).is_err(),
+            "the other source was refused"
+        );
+
+        disconnect(&s).unwrap();
+        assert!(s.peer_addr().is_err());
+        assert_eq!(s.local_addr().unwrap().port(), port);
+        other.send_to(b"other", s.local_addr().unwrap()).unwrap();
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"other"[..], other.local_addr().unwrap())
+        );
     }
 }

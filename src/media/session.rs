@@ -227,6 +227,15 @@ impl MediaSession {
         self.playing.is_some() || !self.queue.is_empty()
     }
 
+    /// The caller's RTP source once nothing can move it any more: latched, and the address the
+    /// caller's SDP gave. From then on `on_rtp` only counts other sources and drops them, and
+    /// only a new offer (`update`) changes it, so a driver may leave that filtering to the
+    /// kernel (a connected socket). A caller behind NAT, whose packets come from elsewhere than
+    /// its SDP says, never settles: the SDP address may still take the latch over.
+    pub fn settled_peer(&self) -> Option<SocketAddr> {
+        self.latched.filter(|at| Some(*at) == self.params.remote)
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> MediaCounters {
         self.counters

@@ -182,6 +182,11 @@ fn symmetric_rtp_latches_the_first_source_and_counts_strangers() {
         Some(nat),
         "we answer where the caller's RTP comes from"
     );
+    assert_eq!(
+        s.settled_peer(),
+        None,
+        "behind NAT the SDP address may still take the latch over"
+    );
 }
 
 #[test]
@@ -194,8 +199,14 @@ fn the_sdp_address_takes_the_media_back_from_a_stranger_who_spoke_first() {
     let silence = [0i16; FRAME_SAMPLES];
     run(&mut s, t0, 6, |tick, now, s| {
         s.on_rtp(now, intruder, stranger.frame(&silence));
+        assert_eq!(
+            s.settled_peer(),
+            (tick >= 3).then_some(sdp),
+            "tick {tick}: settled from the caller's first packet (tick 2) on"
+        );
         if tick >= 2 {
             s.on_rtp(now, sdp, caller.frame(&silence));
+            assert_eq!(s.settled_peer(), Some(sdp));
         }
     });
     // Ticks 0-2 the stranger's packets come first and hold the latch; the caller's first packet
@@ -206,6 +217,19 @@ fn the_sdp_address_takes_the_media_back_from_a_stranger_who_spoke_first() {
         s.handle_timeout(t0 + Duration::from_secs(1), NtpTimestamp(0), 0.5, &mut out);
     }
     assert_eq!(out.rtp_to, Some(sdp), "our audio goes to the caller again");
+    // A new offer with a new address unsettles the peer until that address speaks.
+    let moved: SocketAddr = "203.0.113.7:5004".parse().expect("addr");
+    let later = t0 + Duration::from_secs(2);
+    s.update(
+        later,
+        SessionParams {
+            remote: Some(moved),
+            ..params()
+        },
+    );
+    assert_eq!(s.settled_peer(), None);
+    s.on_rtp(later, moved, caller.frame(&silence));
+    assert_eq!(s.settled_peer(), Some(moved));
 }
 
 #[test]

@@ -76,7 +76,10 @@ impl MediaMetrics {
             )?,
             unexpected_source: reg.counter(
                 "ivrd_rtp_packets_unexpected_source_total",
-                "RTP packets ignored because they came from an address other than the caller's.",
+                "RTP packets ignored because they came from an address other than the caller's, \
+                 counted while the caller's source is not settled on its SDP address (before \
+                 its first packet, or behind NAT); after that the kernel refuses them (UDP \
+                 NoPorts).",
             )?,
             jitter: reg.histogram(
                 "ivrd_rtp_jitter_seconds",

@@ -29,6 +29,19 @@ fn bind() -> UdpSocket {
     s
 }
 
+/// A socket on a port named in its `bind`, as `RtpPortPool` binds a call's: one bound to port
+/// 0 would give its port up when `CallMedia` disconnects it (Linux keeps a UDP socket's port
+/// across a disconnect only if it was bound explicitly).
+fn bind_chosen_port() -> UdpSocket {
+    loop {
+        let free = bind().local_addr().expect("addr").port();
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", free)) {
+            s.set_nonblocking(true).expect("nonblocking");
+            return s;
+        }
+    }
+}
+
 /// Two sockets on adjacent ports, as RTP and RTCP (RFC 3550 §11).
 fn bind_pair() -> (UdpSocket, UdpSocket) {
     loop {
@@ -42,27 +55,24 @@ fn bind_pair() -> (UdpSocket, UdpSocket) {
 }
 
 fn rig() -> Rig {
+    rig_with_sdp_address(None)
+}
+
+/// The address a caller behind NAT puts in its SDP: not where its packets come from.
+const NAT_SDP_ADDRESS: &str = "127.0.0.1:9";
+
+/// A rig whose caller's SDP gives `sdp` instead of the caller socket's own address.
+fn rig_with_sdp_address(sdp: Option<SocketAddr>) -> Rig {
     let (caller, caller_rtcp) = bind_pair();
-    let (rtp, rtcp) = (bind(), bind());
+    let (rtp, rtcp) = (bind_chosen_port(), bind());
     for socket in [&rtp, &rtcp] {
         // As `RtpPortPool` binds a call's sockets.
         crate::udp_batch::enable_receive_timestamps(socket).expect("SO_TIMESTAMPNS");
     }
     let ivrd_rtp = rtp.local_addr().expect("addr");
     let (t0, wall0) = (Instant::now(), SystemTime::now());
-    let params = SessionParams {
-        codec: Codec::Pcmu,
-        codec_pt: 0,
-        dtmf_pt: Some(101),
-        remote: Some(caller.local_addr().expect("addr")),
-        peer_receives: true,
-        peer_sends: true,
-        ssrc: 7,
-        initial_seq: 100,
-        initial_ts: 0,
-        cname: "ivrd@test".into(),
-        media_timeout: Duration::from_secs(30),
-    };
+    let remote = sdp.unwrap_or_else(|| caller.local_addr().expect("addr"));
+    let params = session_params(remote);
     let mut session = MediaSession::new(t0, params, 0.5).expect("session");
     session.align_clock(t0 + TICK);
     let (tx, notices) = unbounded_channel();
@@ -75,6 +85,23 @@ fn rig() -> Rig {
         t0,
         wall0,
         scratch: TickScratch::default(),
+    }
+}
+
+/// The rig's session: PCMU with RFC 4733 keys, the caller's SDP at `remote`.
+fn session_params(remote: SocketAddr) -> SessionParams {
+    SessionParams {
+        codec: Codec::Pcmu,
+        codec_pt: 0,
+        dtmf_pt: Some(101),
+        remote: Some(remote),
+        peer_receives: true,
+        peer_sends: true,
+        ssrc: 7,
+        initial_seq: 100,
+        initial_ts: 0,
+        cname: "ivrd@test".into(),
+        media_timeout: Duration::from_secs(30),
     }
 }
 
@@ -242,7 +269,8 @@ fn a_steady_caller_is_read_every_other_tick_and_no_frame_is_lost() {
 
 #[test]
 fn a_flood_at_the_port_is_read_in_one_tick_and_counted() {
-    let mut r = rig();
+    // Behind NAT the caller's latch never settles, so the socket stays open to every source.
+    let mut r = rig_with_sdp_address(Some(NAT_SDP_ADDRESS.parse().expect("addr")));
     let stranger = bind();
     let mut tx = RtpSender::new(66, 1, 0);
     let mut pkt = [0u8; 256];
@@ -268,6 +296,55 @@ fn a_flood_at_the_port_is_read_in_one_tick_and_counted() {
     let all = r.media.session.counters();
     assert_eq!(all.unexpected_source, 100);
     assert_eq!(all.malformed, 1);
+}
+
+#[test]
+fn a_settled_caller_gets_the_socket_to_itself_until_a_new_offer() {
+    let mut r = rig();
+    let caller_addr = r.caller.local_addr().expect("addr");
+    let stranger = bind();
+    // Two sources, each with its own SSRC and sequence.
+    let (mut caller_tx, mut stranger_tx) = (RtpSender::new(66, 1, 0), RtpSender::new(99, 500, 0));
+    let mut pkt = [0u8; 256];
+    let mut speak = |tx: &mut RtpSender, from: &UdpSocket, to| {
+        let len = tx
+            .write_packet(0, false, &[0xFF; FRAME_SAMPLES], &mut pkt)
+            .expect("packet");
+        from.send_to(&pkt[..len], to).expect("send");
+    };
+    assert!(
+        r.media.rtp.peer_addr().is_err(),
+        "open until the caller speaks"
+    );
+    speak(&mut caller_tx, &r.caller, r.ivrd_rtp);
+    // Tick 1 reads this call (key 1): the caller's SDP address latches and settles.
+    r.tick(1);
+    assert_eq!(r.media.rtp.peer_addr().ok(), Some(caller_addr));
+    // The stranger's packets go before the caller's next one, which still arrives (its second
+    // packet ends RFC 3550 probation: one received); the kernel dropped the stranger's, so the
+    // session never saw them (unsettled, it counts them: the flood test above).
+    for _ in 0..5 {
+        speak(&mut stranger_tx, &stranger, r.ivrd_rtp);
+    }
+    speak(&mut caller_tx, &r.caller, r.ivrd_rtp);
+    r.tick(2);
+    r.tick(3);
+    assert_eq!(r.media.session.counters().unexpected_source, 0);
+    assert_eq!(r.media.session.receiver().received(), 1);
+    assert_eq!(r.media.session.receiver().ssrc(), Some(66));
+    // Our audio still reaches the caller through the connected socket.
+    assert_eq!(r.received(), vec![100, 101, 102]);
+    // A new offer names the stranger's address: the socket opens at once, and the stranger's
+    // first packet (now the caller's) latches and settles the new peer.
+    let stranger_addr = stranger.local_addr().expect("addr");
+    let now = r.clock(3).now;
+    r.media
+        .on_command(now, MediaCommand::Update(session_params(stranger_addr)));
+    assert!(r.media.rtp.peer_addr().is_err(), "open for the new address");
+    speak(&mut stranger_tx, &stranger, r.ivrd_rtp);
+    r.tick(5);
+    assert_eq!(r.media.rtp.peer_addr().ok(), Some(stranger_addr));
+    assert_eq!(r.media.session.receiver().ssrc(), Some(99));
 }
 
 #[test]
