@@ -93,6 +93,15 @@ fn a_third_party_rtp_flood_neither_breaks_nor_steers_a_call() {
         cases.iter().any(|c| c["call_id"] == call_id.as_str()),
         "the flooded call {call_id} left a case"
     );
+    // Shown only when an assertion fails: whether a call's missing key was lost on the way
+    // (lost), came too late for the playout window (too_late, concealed) or was never sent.
+    for line in ivrd
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("media ended"))
+    {
+        eprintln!("{line}");
+    }
     for case in &cases {
         assert_keys(case, KEYS, "inband");
     }

@@ -9,7 +9,7 @@
 use crate::media::digit::DigitEvent;
 use crate::media::dtmf::{DtmfStream, GoertzelDetector, Rfc4733Decoder, parse_info_body};
 use crate::media::g711::{Codec, FRAME_SAMPLES};
-use crate::media::playout::{FrameSource, PlayoutWindow};
+use crate::media::playout::{FrameSource, PlayoutStats, PlayoutWindow};
 use crate::media::prompt::{Prompt, PromptId};
 use crate::media::rtcp::{NtpTimestamp, RtcpError, RtcpSession, report_interval};
 use crate::media::rtp::{
@@ -234,6 +234,11 @@ impl MediaSession {
     /// its SDP says, never settles: the SDP address may still take the latch over.
     pub fn settled_peer(&self) -> Option<SocketAddr> {
         self.latched.filter(|at| Some(*at) == self.params.remote)
+    }
+
+    /// What the playout window did with the caller's audio so far (late drops, re-anchors).
+    pub fn playout_stats(&self) -> PlayoutStats {
+        self.playout.stats()
     }
 
     /// Counters so far.

@@ -106,9 +106,19 @@ impl CallTask {
         m.rtp_unexpected_source(counters.unexpected_source);
         m.rtp_send_errors(send_errors);
         m.rtp_jitter(Duration::from_micros(u64::from(stats.jitter()) * 125));
-        tracing::debug!(
+        // At info, one line per call: when a caller says a key went unheard, this tells a
+        // network loss (lost), a sender that stalled (too_late, concealed) and a stranger
+        // (unexpected) apart without a capture.
+        let playout = session.playout_stats();
+        tracing::info!(
             rtp_in = stats.packets(),
             lost = stats.lost(),
+            reordered = stats.late(),
+            too_late = playout.late_dropped,
+            resyncs = playout.resyncs,
+            concealed = counters.concealed_frames,
+            unexpected = counters.unexpected_source,
+            jitter_ms = f64::from(stats.jitter()) / 8.0,
             rtp_out = counters.packets_sent,
             send_errors,
             "media ended"
