@@ -125,6 +125,8 @@ pub(super) struct RecordingMetrics {
     dropped: CounterVec,
     repaired: IntCounter,
     writer_ops: HistogramVec,
+    writer_queue: IntGauge,
+    writer_queue_capacity: IntGauge,
 }
 
 impl RecordingMetrics {
@@ -168,6 +170,15 @@ impl RecordingMetrics {
                  when due; close: the final header and hand-over to fsync).",
                 &["op"],
                 &WRITER_OP_BUCKETS,
+            )?,
+            writer_queue: reg.gauge(
+                "ivrd_recording_writer_queue_messages",
+                "Messages (mostly 0.24 s audio blocks) waiting for the recording writer now. When \
+                 the queue is full, calls drop audio and new recordings are refused.",
+            )?,
+            writer_queue_capacity: reg.gauge(
+                "ivrd_recording_writer_queue_capacity_messages",
+                "Messages the recording writer's queue holds at most (4 per max_calls).",
             )?,
         };
         let kinds = RecordingKind::ALL.map(|k| [k.as_str()]);
@@ -280,6 +291,14 @@ impl Metrics {
             append: op("append"),
             close: op("close"),
         }
+    }
+
+    /// How full the recording writer's queue is now.
+    pub fn set_recording_queue(&self, queued: usize, capacity: usize) {
+        self.recording.writer_queue.set(register::as_gauge(queued));
+        self.recording
+            .writer_queue_capacity
+            .set(register::as_gauge(capacity));
     }
 
     /// Adds the `.part` files repaired at start-up.

@@ -11,7 +11,7 @@ use crate::sip::method::Method;
 use crate::sip::uas::SipCounters;
 
 /// The metric names integrations (alerts, dashboard) rely on; renaming one must fail a test.
-const EXPECTED_NAMES: [&str; 51] = [
+const EXPECTED_NAMES: [&str; 53] = [
     "ivrd_build_info",
     "ivrd_dialplan_info",
     "ivrd_dialplan_reloads_total",
@@ -57,6 +57,8 @@ const EXPECTED_NAMES: [&str; 51] = [
     "ivrd_recording_dropped_seconds_total",
     "ivrd_recording_repaired_total",
     "ivrd_recording_writer_op_seconds",
+    "ivrd_recording_writer_queue_messages",
+    "ivrd_recording_writer_queue_capacity_messages",
     "ivrd_outbox_pending_cases",
     "ivrd_outbox_dead_cases",
     "ivrd_outbox_oldest_pending_age_seconds",
@@ -96,6 +98,7 @@ fn exercise(m: &Metrics) {
     m.rtp_jitter(Duration::from_millis(3));
     m.media_timeout();
     m.set_rtp_ports(10, 5000);
+    m.set_recording_queue(3, 16_000);
     m.recording_finished(RecordingKind::Call, 320_044, Duration::from_secs(10));
     m.recording_failed(RecordingKind::Message);
     m.recordings_repaired(1);
@@ -273,6 +276,7 @@ fn helpers_move_the_series_they_name() {
     m.ivr_invalid_key("lang");
     m.call_ended(CallOutcome::Abandoned, Duration::from_secs(20));
     m.set_rtp_ports(12, 100);
+    m.set_recording_queue(250, 1000);
     m.set_outbox_state(0, 2, None);
     m.recording_finished(RecordingKind::Message, 1000, Duration::from_millis(2500));
     m.recording_dropped(RecordingKind::Call, Duration::from_millis(500));
@@ -311,6 +315,14 @@ fn helpers_move_the_series_they_name() {
     assert_eq!(value(&text, "ivrd_call_duration_seconds_sum"), Some(20.0));
     assert_eq!(value(&text, "ivrd_rtp_ports_in_use"), Some(12.0));
     assert_eq!(value(&text, "ivrd_rtp_ports_available"), Some(88.0));
+    assert_eq!(
+        value(&text, "ivrd_recording_writer_queue_messages"),
+        Some(250.0)
+    );
+    assert_eq!(
+        value(&text, "ivrd_recording_writer_queue_capacity_messages"),
+        Some(1000.0)
+    );
     assert_eq!(value(&text, "ivrd_outbox_dead_cases"), Some(2.0));
     assert_eq!(
         value(&text, "ivrd_outbox_oldest_pending_age_seconds"),

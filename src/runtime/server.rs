@@ -333,6 +333,10 @@ impl SipDriver {
         metrics.set_active_calls(self.endpoint.active_calls());
         let (in_use, size) = self.ports.usage();
         metrics.set_rtp_ports(in_use, size);
+        if let Some(recorder) = &self.shared.recorder {
+            let (queued, capacity) = recorder.queue();
+            metrics.set_recording_queue(queued, capacity);
+        }
         while self.tasks.try_join_next().is_some() {}
     }
 

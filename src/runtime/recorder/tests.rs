@@ -268,12 +268,19 @@ fn full_queue_drops_and_counts_and_the_gap_becomes_silence() {
     }
     assert_eq!(rec.dropped_frames(), dropped);
     assert_eq!(writer.stats().frames_dropped, dropped);
+    // The open and block 0 wait: the queue is full, as its gauge says.
+    assert_eq!(writer.queue(), (2, 2));
     // A new recording is refused rather than queued behind a full writer.
     let other = CallRecorder::start(&writer, &RecordingName::for_call("other", DAY));
     assert!(matches!(other, Err(RecordingError::WriterBusy { .. })));
 
     let thread = std::thread::spawn(move || worker.run());
     writer.drain_blocking().unwrap();
+    assert_eq!(
+        writer.queue(),
+        (0, 2),
+        "the writer took everything, the barrier too"
+    );
     // The recorder still works once the writer catches up.
     let total = pushed + 15;
     push_paced(&writer, &mut rec, pushed..total);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
@@ -110,6 +110,8 @@ pub(crate) struct WriterStats {
     pub(super) recordings_failed: AtomicU64,
     recordings_abandoned: AtomicU64,
     pub(super) recordings_finished: AtomicU64,
+    /// Messages in the queue now: counted in before a send, out when the writer takes one.
+    queued: AtomicUsize,
 }
 
 /// A copy of [`WriterStats`] at one moment, for the metrics registry.
@@ -141,6 +143,8 @@ impl WriterStats {
 #[derive(Debug, Clone)]
 pub struct RecordingWriter {
     tx: SyncSender<WriterMsg>,
+    /// Messages the queue holds at most.
+    capacity: usize,
     pool: Arc<BlockPool>,
     storage_dir: Arc<PathBuf>,
     next_id: Arc<AtomicU64>,
@@ -216,7 +220,8 @@ impl RecordingWriter {
     /// A writer handle and its loop, not started; the loop ends when every handle (and every
     /// recorder made from one) is dropped.
     pub fn new(storage_dir: &Path, queue_blocks: usize) -> (Self, WriterWorker) {
-        let (tx, rx) = sync_channel(queue_blocks.max(1));
+        let capacity = queue_blocks.max(1);
+        let (tx, rx) = sync_channel(capacity);
         let storage_dir = Arc::new(storage_dir.to_path_buf());
         let stats = Arc::new(WriterStats::default());
         let pool = Arc::new(BlockPool::default());
@@ -235,6 +240,7 @@ impl RecordingWriter {
         };
         let writer = RecordingWriter {
             tx,
+            capacity,
             pool,
             storage_dir,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -246,6 +252,24 @@ impl RecordingWriter {
     /// The writer's counters, for metrics.
     pub fn stats(&self) -> WriterStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Messages waiting for the writer now, and how many the queue holds: when it is full,
+    /// calls drop audio and new recordings are refused, so how full it runs is the writer's
+    /// headroom.
+    pub fn queue(&self) -> (usize, usize) {
+        (self.stats.queued.load(Ordering::Relaxed), self.capacity)
+    }
+
+    /// Counts a message into the queue before it is sent (so that the writer's count out can
+    /// never come first), and back out if the send fails.
+    fn counted<E>(&self, send: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = send();
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// The folder recordings are written under.
@@ -260,8 +284,7 @@ impl RecordingWriter {
         let gone = || RecordingError::WriterGone {
             path: self.storage_dir.to_path_buf(),
         };
-        self.tx
-            .send(WriterMsg::Barrier { done })
+        self.counted(|| self.tx.send(WriterMsg::Barrier { done }))
             .map_err(|_| gone())?;
         wait.recv().map_err(|_| gone())
     }
@@ -280,7 +303,7 @@ impl RecordingWriter {
             channels,
             progress,
         };
-        match self.tx.try_send(msg) {
+        match self.counted(|| self.tx.try_send(msg)) {
             Ok(()) => Ok(id),
             Err(TrySendError::Full(_)) => Err(RecordingError::WriterBusy { path: relative }),
             Err(TrySendError::Disconnected(_)) => {
@@ -301,7 +324,7 @@ impl RecordingWriter {
     }
 
     pub(crate) fn try_send(&self, msg: WriterMsg) -> Result<(), TrySendError<WriterMsg>> {
-        self.tx.try_send(msg)
+        self.counted(|| self.tx.try_send(msg))
     }
 
     pub(crate) fn count_dropped(&self, frames: u64) {
@@ -316,12 +339,21 @@ impl RecordingWriter {
         let gone = || RecordingError::WriterGone {
             path: self.storage_dir.to_path_buf(),
         };
-        match self.tx.try_send(msg) {
+        match self.try_send(msg) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(_)) => Err(gone()),
             Err(TrySendError::Full(msg)) => {
-                let tx = self.tx.clone();
-                match tokio::task::spawn_blocking(move || tx.send(msg)).await {
+                let (tx, stats) = (self.tx.clone(), Arc::clone(&self.stats));
+                stats.queued.fetch_add(1, Ordering::Relaxed);
+                match tokio::task::spawn_blocking(move || {
+                    let sent = tx.send(msg);
+                    if sent.is_err() {
+                        stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    sent
+                })
+                .await
+                {
                     Ok(Ok(())) => Ok(()),
                     _ => Err(gone()),
                 }
@@ -330,9 +362,10 @@ impl RecordingWriter {
     }
 
     pub(crate) fn send_blocking(&self, msg: WriterMsg) -> Result<(), RecordingError> {
-        self.tx.send(msg).map_err(|_| RecordingError::WriterGone {
-            path: self.storage_dir.to_path_buf(),
-        })
+        self.counted(|| self.tx.send(msg))
+            .map_err(|_| RecordingError::WriterGone {
+                path: self.storage_dir.to_path_buf(),
+            })
     }
 }
 
@@ -357,6 +390,7 @@ impl WriterWorker {
     }
 
     fn handle(&mut self, msg: WriterMsg) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         match msg {
             WriterMsg::Open {
                 id,
