@@ -128,6 +128,17 @@ pub struct WriterStatsSnapshot {
 }
 
 impl WriterStats {
+    /// Runs `send` with its message counted into the queue: before the send, so that the
+    /// writer's count out can never come first, and back out if the send fails.
+    fn counted<E>(&self, send: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = send();
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
     /// The counters' current values.
     pub(crate) fn snapshot(&self) -> WriterStatsSnapshot {
         WriterStatsSnapshot {
@@ -261,17 +272,6 @@ impl RecordingWriter {
         (self.stats.queued.load(Ordering::Relaxed), self.capacity)
     }
 
-    /// Counts a message into the queue before it is sent (so that the writer's count out can
-    /// never come first), and back out if the send fails.
-    fn counted<E>(&self, send: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = send();
-        if sent.is_err() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        sent
-    }
-
     /// The folder recordings are written under.
     pub fn storage_dir(&self) -> &Path {
         &self.storage_dir
@@ -284,7 +284,8 @@ impl RecordingWriter {
         let gone = || RecordingError::WriterGone {
             path: self.storage_dir.to_path_buf(),
         };
-        self.counted(|| self.tx.send(WriterMsg::Barrier { done }))
+        self.stats
+            .counted(|| self.tx.send(WriterMsg::Barrier { done }))
             .map_err(|_| gone())?;
         wait.recv().map_err(|_| gone())
     }
@@ -303,7 +304,7 @@ impl RecordingWriter {
             channels,
             progress,
         };
-        match self.counted(|| self.tx.try_send(msg)) {
+        match self.stats.counted(|| self.tx.try_send(msg)) {
             Ok(()) => Ok(id),
             Err(TrySendError::Full(_)) => Err(RecordingError::WriterBusy { path: relative }),
             Err(TrySendError::Disconnected(_)) => {
@@ -324,7 +325,7 @@ impl RecordingWriter {
     }
 
     pub(crate) fn try_send(&self, msg: WriterMsg) -> Result<(), TrySendError<WriterMsg>> {
-        self.counted(|| self.tx.try_send(msg))
+        self.stats.counted(|| self.tx.try_send(msg))
     }
 
     pub(crate) fn count_dropped(&self, frames: u64) {
@@ -344,16 +345,7 @@ impl RecordingWriter {
             Err(TrySendError::Disconnected(_)) => Err(gone()),
             Err(TrySendError::Full(msg)) => {
                 let (tx, stats) = (self.tx.clone(), Arc::clone(&self.stats));
-                stats.queued.fetch_add(1, Ordering::Relaxed);
-                match tokio::task::spawn_blocking(move || {
-                    let sent = tx.send(msg);
-                    if sent.is_err() {
-                        stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    sent
-                })
-                .await
-                {
+                match tokio::task::spawn_blocking(move || stats.counted(|| tx.send(msg))).await {
                     Ok(Ok(())) => Ok(()),
                     _ => Err(gone()),
                 }
@@ -362,7 +354,8 @@ impl RecordingWriter {
     }
 
     pub(crate) fn send_blocking(&self, msg: WriterMsg) -> Result<(), RecordingError> {
-        self.counted(|| self.tx.send(msg))
+        self.stats
+            .counted(|| self.tx.send(msg))
             .map_err(|_| RecordingError::WriterGone {
                 path: self.storage_dir.to_path_buf(),
             })
