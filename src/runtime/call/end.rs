@@ -105,7 +105,8 @@ impl CallTask {
         m.rtp_late(stats.late());
         m.rtp_unexpected_source(counters.unexpected_source);
         m.rtp_send_errors(send_errors);
-        m.rtp_jitter(Duration::from_micros(u64::from(stats.jitter()) * 125));
+        let jitter = Duration::from_micros(u64::from(stats.jitter()) * 125);
+        m.rtp_jitter(jitter);
         // At info, one line per call: when a caller says a key went unheard, this tells a
         // network loss (lost), a sender that stalled (too_late, concealed) and a stranger
         // (unexpected) apart without a capture.
@@ -118,7 +119,7 @@ impl CallTask {
             resyncs = playout.resyncs,
             concealed = counters.concealed_frames,
             unexpected = counters.unexpected_source,
-            jitter_ms = f64::from(stats.jitter()) / 8.0,
+            jitter_ms = jitter.as_secs_f64() * 1000.0,
             rtp_out = counters.packets_sent,
             send_errors,
             "media ended"
