@@ -95,15 +95,22 @@ fn a_third_party_rtp_flood_neither_breaks_nor_steers_a_call() {
     );
     // Shown only when an assertion fails: whether a call's missing key was lost on the way
     // (lost), came too late for the playout window (too_late, concealed) or was never sent.
-    for line in ivrd
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("media ended"))
-    {
+    let log = ivrd.log_text();
+    let media_ended: Vec<&str> = log.lines().filter(|l| l.contains("media ended")).collect();
+    for line in &media_ended {
         eprintln!("{line}");
     }
     for case in &cases {
         assert_keys(case, KEYS, "inband");
+    }
+    // One such line per call, in the call's span (README "Logs").
+    for case in &cases {
+        let id = case["call_id"].as_str().expect("call_id");
+        let lines = media_ended
+            .iter()
+            .filter(|l| field(l, "call_id") == Some(id))
+            .count();
+        assert_eq!(lines, 1, "media ended lines of {id}");
     }
     eprintln!("ivrd-flood to port {rtp_port}: {}", report.trim());
     // Media counters reach the metrics when a call ends; every call has ended now.
