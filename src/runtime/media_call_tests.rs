@@ -6,7 +6,6 @@ use crate::media::g711::Codec;
 use crate::media::prompt::PromptId;
 use crate::media::rtp::{RtpSender, parse_rtp};
 use crate::media::session::TICK;
-use std::net::SocketAddr;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 struct Rig {
@@ -117,7 +116,9 @@ impl Rig {
 
     fn tick(&mut self, n: u32) {
         let clock = self.clock(n);
-        self.media.on_tick(&clock, &mut self.scratch);
+        self.media.on_tick(0, &clock, &mut self.scratch);
+        // As a worker does at its next tick.
+        send_queued(std::slice::from_mut(&mut self.media), &mut self.scratch);
     }
 
     /// Every RTP packet that reached the caller so far (sequence numbers).
@@ -158,6 +159,68 @@ fn each_tick_sends_one_frame_and_a_late_tick_catches_up() {
     // Woken three ticks late: the frames due meanwhile go out now, in order.
     r.tick(5);
     assert_eq!(r.received(), vec![102, 103, 104]);
+}
+
+#[test]
+fn a_tick_queues_its_frame_and_the_next_tick_start_sends_it() {
+    let mut r = rig();
+    let clock = r.clock(1);
+    r.media.on_tick(0, &clock, &mut r.scratch);
+    assert_eq!(
+        r.received(),
+        Vec::<u16>::new(),
+        "sent during the tick's work"
+    );
+    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    assert_eq!(r.received(), vec![100]);
+    // Nothing is left queued to go out twice.
+    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    assert_eq!(r.received(), Vec::<u16>::new());
+}
+
+#[test]
+fn a_queued_frame_is_dropped_when_its_call_is_no_longer_at_its_place() {
+    let mut r = rig();
+    let mut other = rig();
+    other.media.key = r.media.key + 1;
+    let clock = r.clock(1);
+    r.media.on_tick(0, &clock, &mut r.scratch);
+    // Another call now sits where r's was: r's frame must not leave on its socket.
+    send_queued(std::slice::from_mut(&mut other.media), &mut r.scratch);
+    send_queued(&mut [], &mut r.scratch);
+    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    assert_eq!(other.received(), Vec::<u16>::new());
+    assert_eq!(r.received(), Vec::<u16>::new());
+    assert_eq!(other.media.send_errors + r.media.send_errors, 0);
+}
+
+#[test]
+fn a_sender_report_counts_only_packets_that_already_left() {
+    // RFC 3550 §6.4.1: the SR's packet count is of packets transmitted until it was made. With
+    // frames sent at the next tick's start, the report made during a tick must not count that
+    // tick's own frame.
+    let mut r = rig();
+    let mut received = 0u32;
+    let mut buf = [0u8; 512];
+    for n in 1..=400 {
+        let clock = r.clock(n);
+        r.media.on_tick(0, &clock, &mut r.scratch);
+        if let Ok(len) = r.caller_rtcp.recv(&mut buf) {
+            let count = crate::media::rtcp::parse_compound(&buf[..len])
+                .find_map(|p| match p {
+                    Ok(crate::media::rtcp::RtcpPacket::SenderReport { packet_count, .. }) => {
+                        Some(packet_count)
+                    }
+                    _ => None,
+                })
+                .expect("a sender report");
+            assert_eq!(count, received, "SR at tick {n}");
+            return;
+        }
+        send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+        received += r.received().len() as u32;
+    }
+    panic!("no RTCP report in 8 s");
 }
 
 #[test]

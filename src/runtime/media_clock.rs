@@ -3,15 +3,18 @@
 //!
 //! Where it sits: a call's control task (`runtime::call`) hands its media to
 //! [`MediaClock::start`] and steers it through the [`MediaLink`] it gets back. On each tick a
-//! worker reads every call's RTP socket without blocking, runs each [`MediaSession`] on the
-//! same `now`, and sends each call's frame, so all calls of a worker share one wake-up and one
-//! clock reading. A worker's grid is absolute (start + k·20 ms) and every session is aligned to
-//! it when it arrives, so a late wake-up never shifts a call's spacing for good; sessions catch
-//! up frame by frame.
+//! worker first sends the frames its last tick made, then reads every call's RTP socket without
+//! blocking and runs each [`MediaSession`] on the same `now`, queueing each call's next frame.
+//! So all calls of a worker share one wake-up and one clock reading, and when a frame leaves
+//! does not depend on how much work the calls before it had (see `send_queued`). A worker's
+//! grid is absolute (start + k·20 ms) and every session is aligned to it when it arrives, so a
+//! late wake-up never shifts a call's spacing for good; sessions catch up frame by frame.
 
 use crate::media::session::{MediaSession, TICK};
 use crate::metrics::Metrics;
-use crate::runtime::media_call::{CallMedia, MediaCommand, MediaNotice, TickClock, TickScratch};
+use crate::runtime::media_call::{
+    CallMedia, MediaCommand, MediaNotice, TickClock, TickScratch, send_queued,
+};
 use crate::runtime::recorder::CallRecorder;
 use crate::runtime::thread_priority;
 use std::net::UdpSocket;
@@ -221,6 +224,8 @@ impl WorkerLoop {
                 next_drain = now + FLOOD_DRAIN_EVERY;
             }
             if now >= next_tick {
+                // Before anything else: the last tick's packets (see `send_queued`).
+                send_queued(&mut self.calls, &mut self.scratch);
                 self.metrics.media_tick_late(now - next_tick);
                 if !self.take_inputs(next_tick) {
                     // Every link and the clock are gone: nothing can steer these calls.
@@ -301,7 +306,7 @@ impl WorkerLoop {
                 ahead.prefetch();
             }
             let call = &mut self.calls[index];
-            call.on_tick(&clock, &mut self.scratch);
+            call.on_tick(index, &clock, &mut self.scratch);
             flooded += usize::from(call.is_flooded());
         }
         self.flooded = flooded;
