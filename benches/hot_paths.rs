@@ -291,13 +291,14 @@ struct TickedCall {
     caller: FakeCaller,
 }
 
-/// One media clock tick over [`TICK_CALLS`] calls, as `CallMedia::on_tick` runs it minus the
-/// system calls: every other tick a call gets the caller's two packets (the clock reads a socket
-/// every other tick), then the session's tick and the recorder push, and for half the calls the
-/// caller's message. Each call has heard an RFC 4733 key (in-band detection is off, as for
-/// most of a call in the load test). [`evict_caches`] runs (untimed) between ticks, so the
-/// cache lines of call state a tick touches (~3 KiB of session per call, its 7.5 KiB recording
-/// block, for half of them a second block for the message) come from memory, as in the daemon.
+/// One media clock tick over [`TICK_CALLS`] calls, as `start_tick` and `CallMedia::on_tick` run
+/// it minus the system calls: every other tick a call gets the caller's two packets (the clock
+/// reads a socket every other tick), then the session's tick and the recorder push, and for
+/// half the calls the caller's message. Each call has heard an RFC 4733 key (in-band detection
+/// is off, as for most of a call in the load test). [`evict_caches`] runs (untimed) between
+/// ticks, so the cache lines of call state a tick touches (~3 KiB of session per call, its
+/// 7.5 KiB recording block, for half of them a second block for the message) come from memory,
+/// as in the daemon.
 ///
 /// The recording writer is created but not run: the calls' first blocks fill its queue and
 /// every later full block is counted as dropped and reused in place, which keeps the writer's

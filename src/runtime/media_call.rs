@@ -1,8 +1,9 @@
 //! One call's media as the shared media clock drives it: the call's [`MediaSession`], its RTP and
 //! RTCP sockets, the whole-call recorder and a caller message being taken.
 //!
-//! Where it sits: a [`crate::runtime::media_clock`] worker owns many of these and calls
-//! [`CallMedia::on_tick`] for each on every 20 ms tick of its clock; the call's control task
+//! Where it sits: a [`crate::runtime::media_clock`] worker owns many of these and on every
+//! 20 ms tick of its clock runs [`start_tick`] over them (the last tick's frames out, what
+//! arrived in), then [`CallMedia::on_tick`] for each (the tick's work); the call's control task
 //! (`runtime::call`) steers it with [`MediaCommand`]s and hears back through [`MediaNotice`]s,
 //! which happen a few times per call, not per packet. Sockets are non-blocking and drained
 //! here, at the tick, so a packet costs no wake-up of its own.
@@ -47,6 +48,10 @@ pub const RTP_READ_EVERY_TICKS: u64 = 2;
 /// Cache lines from the start of a [`CallMedia`] that [`CallMedia::prefetch`] fetches: the
 /// call's own fields, the message being taken and the session's hot part.
 const PREFETCH_LINES: usize = 16;
+
+/// How many calls ahead of the one it ticks a worker asks the CPU to fetch a call's state.
+/// By the time the tick reaches it, it had the kernel time of the calls in between to arrive.
+pub const PREFETCH_AHEAD: usize = 2;
 
 /// RTCP is read every this many ticks (once a second): reports come every five seconds or so
 /// (RFC 3550 §6.2) and nothing in them is urgent, so polling more often would mostly be
@@ -196,7 +201,7 @@ const RECV_BATCH: usize = 32;
 /// to a prefix that might parse.
 const DATAGRAM_BYTES: usize = 1500;
 
-/// An RTP packet made at one tick and sent at the start of the next (see [`send_queued`]).
+/// An RTP packet made at one tick and sent at the start of the next (see [`start_tick`]).
 struct QueuedRtp {
     /// The call's index on its worker and its key, which must still match at the send.
     index: u32,
@@ -332,12 +337,11 @@ impl CallMedia {
         let _ = self.notices.send(MediaNotice::Finished(Box::new(finished)));
     }
 
-    /// One tick of the worker's clock: read what arrived, run what is due, queue the packets to
-    /// send, record. `index` is the call's place on its worker, for [`send_queued`].
-    pub fn on_tick(&mut self, index: usize, clock: &TickClock, scratch: &mut TickScratch) {
+    /// A call's part of [`start_tick`]: what arrived is read, its peer followed.
+    fn read_inputs(&mut self, clock: &TickClock, batch: &mut RecvBatch) {
         // Calls are spread over the two phases by key, so a worker's reads are too.
         if self.flooded || (clock.count + self.key) % RTP_READ_EVERY_TICKS == 0 {
-            let read = self.read_rtp(clock, &mut scratch.batch) + self.drained_since_tick;
+            let read = self.read_rtp(clock, batch) + self.drained_since_tick;
             self.flooded = read >= FLOODED_READS_PER_TICK;
             self.drained_since_tick = 0;
             // Once connected only `Update` can unsettle the peer, so the tick skips the check.
@@ -346,8 +350,13 @@ impl CallMedia {
             }
         }
         if (clock.count + self.key) % RTCP_READ_EVERY_TICKS == 0 {
-            self.read_rtcp(clock, &mut scratch.batch);
+            self.read_rtcp(clock, batch);
         }
+    }
+
+    /// The work of a tick, after [`start_tick`]: run what is due, queue the frame for the next
+    /// tick's start, record. `index` is the call's place on its worker.
+    pub fn on_tick(&mut self, index: usize, clock: &TickClock, scratch: &mut TickScratch) {
         let out = &mut scratch.out;
         while self
             .session
@@ -364,7 +373,7 @@ impl CallMedia {
             }
             if let (true, Some(to)) = (out.rtcp_len > 0, out.rtcp_to) {
                 // At once: the session writes a report before the tick's frame, so it counts
-                // only packets of earlier ticks, which `send_queued` sent at this tick's start
+                // only packets of earlier ticks, which `start_tick` sent at this tick's start
                 // (RFC 3550 §6.4.1: the count is of packets "transmitted ... up until the time
                 // this SR packet was generated").
                 if self.rtcp.send_to(&out.rtcp[..out.rtcp_len], to).is_err() {
@@ -401,6 +410,19 @@ impl CallMedia {
                 // is part of every x86_64 CPU.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line * 64)) };
             }
+        }
+    }
+
+    fn send_frame(&mut self, frame: &QueuedRtp) {
+        let packet = &frame.bytes[..usize::from(frame.len)];
+        let sent = if self.connected {
+            debug_assert_eq!(Some(frame.to), self.session.settled_peer());
+            self.rtp.send(packet)
+        } else {
+            self.rtp.send_to(packet, frame.to)
+        };
+        if sent.is_err() {
+            self.send_errors += 1;
         }
     }
 
@@ -514,33 +536,42 @@ impl CallMedia {
     }
 }
 
-/// Sends the RTP packets the last tick queued, in the order it made them. A worker calls this
-/// first thing at each tick, before any call's work, so that a call's packet leaves at "tick
-/// start + the sends before it" rather than "tick start + the reads, decoding, key detection
-/// and recording of every call before it", which varies by milliseconds from tick to tick at
-/// thousands of calls and put gaps outside 20 ± 5 ms into what callers receive. The cost is
-/// one tick (20 ms) more delay on what ivrd plays, which nobody hears in an IVR. A packet whose
-/// call left the worker (or moved in it) since is dropped; the worker removes calls only after
-/// this, so that happens only to a caller of this function that does otherwise.
-pub fn send_queued(calls: &mut [CallMedia], scratch: &mut TickScratch) {
-    for queued in scratch.queued.drain(..) {
-        let Some(call) = calls
-            .get_mut(queued.index as usize)
-            .filter(|c| c.key == queued.key)
-        else {
-            continue;
-        };
-        let packet = &queued.bytes[..usize::from(queued.len)];
-        let sent = if call.connected {
-            debug_assert_eq!(Some(queued.to), call.session.settled_peer());
-            call.rtp.send(packet)
-        } else {
-            call.rtp.send_to(packet, queued.to)
-        };
-        if sent.is_err() {
-            call.send_errors += 1;
+/// The first pass of a tick over a worker's calls, in their order, before any call's work:
+/// each call's frame from the last tick leaves, then what arrived for it is read. Returns how
+/// many calls are flooded.
+///
+/// Why frames wait a tick: sent during the work, a call's frame left at "tick start + the work
+/// of every call before it" (decoding, key detection, recording), which varies by milliseconds
+/// from tick to tick at thousands of calls and put gaps outside 20 ± 5 ms into what callers
+/// receive; here it leaves at "tick start + the sends and reads before it", which varies
+/// little. The cost is one tick (20 ms) more delay on what ivrd plays, which nobody hears in
+/// an IVR. Why the reads are in the same pass: a send and a read on one socket back to back
+/// find the kernel's socket state in the cache for the second. A frame whose call left the
+/// worker (or moved in it) since is dropped.
+pub fn start_tick(calls: &mut [CallMedia], clock: &TickClock, scratch: &mut TickScratch) -> usize {
+    let mut next = 0;
+    let mut flooded = 0;
+    for index in 0..calls.len() {
+        if let Some(ahead) = calls.get(index + PREFETCH_AHEAD) {
+            ahead.prefetch();
         }
+        let call = &mut calls[index];
+        // The queue is in call order; an entry for an earlier place belongs to no call now.
+        while let Some(frame) = scratch
+            .queued
+            .get(next)
+            .filter(|f| f.index as usize <= index)
+        {
+            if frame.index as usize == index && frame.key == call.key {
+                call.send_frame(frame);
+            }
+            next += 1;
+        }
+        call.read_inputs(clock, &mut scratch.batch);
+        flooded += usize::from(call.flooded);
     }
+    scratch.queued.clear();
+    flooded
 }
 
 #[cfg(test)]

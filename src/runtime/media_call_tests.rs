@@ -114,11 +114,23 @@ impl Rig {
         }
     }
 
+    /// A whole tick, as a worker runs it, and then the frame it queued sent at once (as the
+    /// next tick's start would), so that a test sees each tick's frame after it.
     fn tick(&mut self, n: u32) {
         let clock = self.clock(n);
+        start_tick(
+            std::slice::from_mut(&mut self.media),
+            &clock,
+            &mut self.scratch,
+        );
         self.media.on_tick(0, &clock, &mut self.scratch);
-        // As a worker does at its next tick.
-        send_queued(std::slice::from_mut(&mut self.media), &mut self.scratch);
+        self.send_queued();
+    }
+
+    fn send_queued(&mut self) {
+        for frame in self.scratch.queued.drain(..) {
+            self.media.send_frame(&frame);
+        }
     }
 
     /// Every RTP packet that reached the caller so far (sequence numbers).
@@ -164,17 +176,19 @@ fn each_tick_sends_one_frame_and_a_late_tick_catches_up() {
 #[test]
 fn a_tick_queues_its_frame_and_the_next_tick_start_sends_it() {
     let mut r = rig();
-    let clock = r.clock(1);
-    r.media.on_tick(0, &clock, &mut r.scratch);
+    let first = r.clock(1);
+    start_tick(std::slice::from_mut(&mut r.media), &first, &mut r.scratch);
+    r.media.on_tick(0, &first, &mut r.scratch);
     assert_eq!(
         r.received(),
         Vec::<u16>::new(),
         "sent during the tick's work"
     );
-    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    let second = r.clock(2);
+    start_tick(std::slice::from_mut(&mut r.media), &second, &mut r.scratch);
     assert_eq!(r.received(), vec![100]);
     // Nothing is left queued to go out twice.
-    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    start_tick(std::slice::from_mut(&mut r.media), &second, &mut r.scratch);
     assert_eq!(r.received(), Vec::<u16>::new());
 }
 
@@ -186,9 +200,12 @@ fn a_queued_frame_is_dropped_when_its_call_is_no_longer_at_its_place() {
     let clock = r.clock(1);
     r.media.on_tick(0, &clock, &mut r.scratch);
     // Another call now sits where r's was: r's frame must not leave on its socket.
-    send_queued(std::slice::from_mut(&mut other.media), &mut r.scratch);
-    send_queued(&mut [], &mut r.scratch);
-    send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
+    start_tick(
+        std::slice::from_mut(&mut other.media),
+        &clock,
+        &mut r.scratch,
+    );
+    start_tick(std::slice::from_mut(&mut r.media), &clock, &mut r.scratch);
     assert_eq!(other.received(), Vec::<u16>::new());
     assert_eq!(r.received(), Vec::<u16>::new());
     assert_eq!(other.media.send_errors + r.media.send_errors, 0);
@@ -204,6 +221,8 @@ fn a_sender_report_counts_only_packets_that_already_left() {
     let mut buf = [0u8; 512];
     for n in 1..=400 {
         let clock = r.clock(n);
+        start_tick(std::slice::from_mut(&mut r.media), &clock, &mut r.scratch);
+        received += r.received().len() as u32;
         r.media.on_tick(0, &clock, &mut r.scratch);
         if let Ok(len) = r.caller_rtcp.recv(&mut buf) {
             let count = crate::media::rtcp::parse_compound(&buf[..len])
@@ -217,8 +236,6 @@ fn a_sender_report_counts_only_packets_that_already_left() {
             assert_eq!(count, received, "SR at tick {n}");
             return;
         }
-        send_queued(std::slice::from_mut(&mut r.media), &mut r.scratch);
-        received += r.received().len() as u32;
     }
     panic!("no RTCP report in 8 s");
 }

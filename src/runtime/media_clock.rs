@@ -3,17 +3,18 @@
 //!
 //! Where it sits: a call's control task (`runtime::call`) hands its media to
 //! [`MediaClock::start`] and steers it through the [`MediaLink`] it gets back. On each tick a
-//! worker first sends the frames its last tick made, then reads every call's RTP socket without
-//! blocking and runs each [`MediaSession`] on the same `now`, queueing each call's next frame.
-//! So all calls of a worker share one wake-up and one clock reading, and when a frame leaves
-//! does not depend on how much work the calls before it had (see `send_queued`). A worker's
-//! grid is absolute (start + k·20 ms) and every session is aligned to it when it arrives, so a
-//! late wake-up never shifts a call's spacing for good; sessions catch up frame by frame.
+//! worker first goes over its calls sending the frames its last tick made and reading every
+//! call's RTP socket without blocking, then runs each [`MediaSession`] on the same `now`,
+//! queueing each call's next frame. So all calls of a worker share one wake-up and one clock
+//! reading, and when a frame leaves does not depend on how much work the calls before it had
+//! (see `start_tick`). A worker's grid is absolute (start + k·20 ms) and every session is
+//! aligned to it when it arrives, so a late wake-up never shifts a call's spacing for good;
+//! sessions catch up frame by frame.
 
 use crate::media::session::{MediaSession, TICK};
 use crate::metrics::Metrics;
 use crate::runtime::media_call::{
-    CallMedia, MediaCommand, MediaNotice, TickClock, TickScratch, send_queued,
+    CallMedia, MediaCommand, MediaNotice, PREFETCH_AHEAD, TickClock, TickScratch, start_tick,
 };
 use crate::runtime::recorder::CallRecorder;
 use crate::runtime::thread_priority;
@@ -167,10 +168,6 @@ impl MediaLink {
     }
 }
 
-/// How many calls ahead of the one it ticks a worker asks the CPU to fetch a call's state.
-/// By the time the tick reaches it, it had the kernel time of the calls in between to arrive.
-const PREFETCH_AHEAD: usize = 2;
-
 impl Drop for MediaLink {
     fn drop(&mut self) {
         if !self.finished {
@@ -224,10 +221,8 @@ impl WorkerLoop {
                 next_drain = now + FLOOD_DRAIN_EVERY;
             }
             if now >= next_tick {
-                // Before anything else: the last tick's packets (see `send_queued`).
-                send_queued(&mut self.calls, &mut self.scratch);
                 self.metrics.media_tick_late(now - next_tick);
-                if !self.take_inputs(next_tick) {
+                if !self.tick(now, next_tick) {
                     // Every link and the clock are gone: nothing can steer these calls.
                     let clock = self.clock(Instant::now());
                     for call in self.calls.drain(..) {
@@ -235,7 +230,6 @@ impl WorkerLoop {
                     }
                     return;
                 }
-                self.tick(now);
                 self.metrics.media_tick_work(now.elapsed());
                 // The next point of the grid after now: a late wake-up is not repaid with
                 // back-to-back ticks (each session catches up on its own schedule).
@@ -297,19 +291,25 @@ impl WorkerLoop {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    /// One tick at `now`, for the grid point `tick_at`: the frames of the last tick go out and
+    /// every call's sockets are read (`start_tick`), then the inputs queued since the last tick
+    /// are applied, then every call does its work. False once every sender is gone.
+    fn tick(&mut self, now: Instant, tick_at: Instant) -> bool {
         self.ticks += 1;
         let clock = self.clock(now);
-        let mut flooded = 0;
+        // Calls removed by the inputs may still be counted until the next tick: at worst one
+        // drain between ticks that finds nothing.
+        self.flooded = start_tick(&mut self.calls, &clock, &mut self.scratch);
+        if !self.take_inputs(tick_at) {
+            return false;
+        }
         for index in 0..self.calls.len() {
             if let Some(ahead) = self.calls.get(index + PREFETCH_AHEAD) {
                 ahead.prefetch();
             }
-            let call = &mut self.calls[index];
-            call.on_tick(index, &clock, &mut self.scratch);
-            flooded += usize::from(call.is_flooded());
+            self.calls[index].on_tick(index, &clock, &mut self.scratch);
         }
-        self.flooded = flooded;
+        true
     }
 
     fn clock(&self, now: Instant) -> TickClock {
@@ -482,8 +482,8 @@ mod tests {
             caller.send_to(&[0u8; 12], flooded_port).expect("send");
         }
         // A socket that is not flooded is read every other tick: two ticks read them all.
-        worker.tick(t0 + TICK);
-        worker.tick(t0 + TICK * 2);
+        assert!(worker.tick(t0 + TICK, t0 + TICK));
+        assert!(worker.tick(t0 + TICK * 2, t0 + TICK * 2));
         assert_eq!(worker.flooded, 1);
 
         // Removing call 1 moves call 3 into its place; a command for 3 must still reach 3.
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(worker.keys, vec![2]);
 
         // The flood stopped: the next tick reads little and the worker stops draining.
-        worker.tick(t0 + TICK * 3);
+        assert!(worker.tick(t0 + TICK * 3, t0 + TICK * 3));
         assert_eq!(worker.flooded, 0);
     }
 
