@@ -568,7 +568,7 @@ pub fn start_tick(calls: &mut [CallMedia], clock: &TickClock, scratch: &mut Tick
             next += 1;
         }
         call.read_inputs(clock, &mut scratch.batch);
-        flooded += usize::from(call.flooded);
+        flooded += usize::from(call.is_flooded());
     }
     scratch.queued.clear();
     flooded

@@ -117,14 +117,25 @@ impl Rig {
     /// A whole tick, as a worker runs it, and then the frame it queued sent at once (as the
     /// next tick's start would), so that a test sees each tick's frame after it.
     fn tick(&mut self, n: u32) {
+        self.start_tick(n);
+        self.work(n);
+        self.send_queued();
+    }
+
+    /// The worker's first pass at tick n, over this call alone.
+    fn start_tick(&mut self, n: u32) {
         let clock = self.clock(n);
         start_tick(
             std::slice::from_mut(&mut self.media),
             &clock,
             &mut self.scratch,
         );
+    }
+
+    /// The call's work at tick n, after the first pass.
+    fn work(&mut self, n: u32) {
+        let clock = self.clock(n);
         self.media.on_tick(0, &clock, &mut self.scratch);
-        self.send_queued();
     }
 
     fn send_queued(&mut self) {
@@ -176,19 +187,17 @@ fn each_tick_sends_one_frame_and_a_late_tick_catches_up() {
 #[test]
 fn a_tick_queues_its_frame_and_the_next_tick_start_sends_it() {
     let mut r = rig();
-    let first = r.clock(1);
-    start_tick(std::slice::from_mut(&mut r.media), &first, &mut r.scratch);
-    r.media.on_tick(0, &first, &mut r.scratch);
+    r.start_tick(1);
+    r.work(1);
     assert_eq!(
         r.received(),
         Vec::<u16>::new(),
         "sent during the tick's work"
     );
-    let second = r.clock(2);
-    start_tick(std::slice::from_mut(&mut r.media), &second, &mut r.scratch);
+    r.start_tick(2);
     assert_eq!(r.received(), vec![100]);
     // Nothing is left queued to go out twice.
-    start_tick(std::slice::from_mut(&mut r.media), &second, &mut r.scratch);
+    r.start_tick(2);
     assert_eq!(r.received(), Vec::<u16>::new());
 }
 
@@ -197,15 +206,15 @@ fn a_queued_frame_is_dropped_when_its_call_is_no_longer_at_its_place() {
     let mut r = rig();
     let mut other = rig();
     other.media.key = r.media.key + 1;
-    let clock = r.clock(1);
-    r.media.on_tick(0, &clock, &mut r.scratch);
+    r.work(1);
     // Another call now sits where r's was: r's frame must not leave on its socket.
+    let clock = r.clock(2);
     start_tick(
         std::slice::from_mut(&mut other.media),
         &clock,
         &mut r.scratch,
     );
-    start_tick(std::slice::from_mut(&mut r.media), &clock, &mut r.scratch);
+    r.start_tick(2);
     assert_eq!(other.received(), Vec::<u16>::new());
     assert_eq!(r.received(), Vec::<u16>::new());
     assert_eq!(other.media.send_errors + r.media.send_errors, 0);
@@ -220,10 +229,9 @@ fn a_sender_report_counts_only_packets_that_already_left() {
     let mut received = 0u32;
     let mut buf = [0u8; 512];
     for n in 1..=400 {
-        let clock = r.clock(n);
-        start_tick(std::slice::from_mut(&mut r.media), &clock, &mut r.scratch);
+        r.start_tick(n);
         received += r.received().len() as u32;
-        r.media.on_tick(0, &clock, &mut r.scratch);
+        r.work(n);
         if let Ok(len) = r.caller_rtcp.recv(&mut buf) {
             let count = crate::media::rtcp::parse_compound(&buf[..len])
                 .find_map(|p| match p {
